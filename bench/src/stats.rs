@@ -1,0 +1,265 @@
+//! Measurements one worker gathers in one reporting interval, and how
+//! they are merged. Each worker owns its own `IntervalStats` (no sharing on
+//! the hot path); the coordinator merges them once per interval.
+//!
+//! Latencies are recorded in nanoseconds into HdrHistograms with 3
+//! significant digits (0.1% resolution) from 1 ns to one hour. Only
+//! answered requests are recorded: successful ones and read misses (a 404
+//! on a read is a correct cache answer, not an error). Failures are counted
+//! by kind and kept out of the latency distribution.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::transport::ResponseClass;
+use crate::workload::OpKind;
+
+/// Highest latency a histogram tracks; larger values are clamped to it.
+pub const MAX_LATENCY_NS: u64 = 3_600 * 1_000_000_000;
+const SIGFIGS: u8 = 3;
+
+pub fn new_histogram() -> Histogram<u64> {
+    // Bounds are constants known to be valid.
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, SIGFIGS).expect("valid histogram bounds")
+}
+
+/// Failures by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ErrorCounts {
+    /// TCP connect failed or timed out.
+    pub connect: u64,
+    /// No response within `--timeout`.
+    pub timeout: u64,
+    /// Socket read/write failure, or the server closed the connection with
+    /// requests outstanding.
+    pub io: u64,
+    /// Unparseable response.
+    pub parse: u64,
+    /// 4xx other than a read's 404 (and any 404 on a write).
+    pub http_4xx: u64,
+    pub http_5xx: u64,
+    /// Any other unexpected status (1xx/3xx, 2xx other than 200).
+    pub http_other: u64,
+}
+
+impl ErrorCounts {
+    pub fn total(&self) -> u64 {
+        self.connect + self.timeout + self.io + self.parse + self.http_4xx + self.http_5xx + self.http_other
+    }
+
+    pub fn merge(&mut self, o: &ErrorCounts) {
+        self.connect += o.connect;
+        self.timeout += o.timeout;
+        self.io += o.io;
+        self.parse += o.parse;
+        self.http_4xx += o.http_4xx;
+        self.http_5xx += o.http_5xx;
+        self.http_other += o.http_other;
+    }
+
+    /// `(name, count)` for every non-zero kind.
+    pub fn nonzero(&self) -> Vec<(&'static str, u64)> {
+        [
+            ("connect", self.connect),
+            ("timeout", self.timeout),
+            ("io", self.io),
+            ("parse", self.parse),
+            ("http_4xx", self.http_4xx),
+            ("http_5xx", self.http_5xx),
+            ("http_other", self.http_other),
+        ]
+        .into_iter()
+        .filter(|&(_, n)| n > 0)
+        .collect()
+    }
+}
+
+/// What a response means for the operation that asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Miss,
+    Stored,
+    Http4xx,
+    Http5xx,
+    HttpOther,
+}
+
+/// 200 on a read is a hit, 404 on a read a miss; a write must get 200.
+pub fn outcome(kind: OpKind, class: ResponseClass) -> Outcome {
+    match (kind, class) {
+        (OpKind::Read, ResponseClass::Ok) => Outcome::Hit,
+        (OpKind::Read, ResponseClass::NotFound) => Outcome::Miss,
+        (OpKind::Write, ResponseClass::Ok) => Outcome::Stored,
+        (_, ResponseClass::NotFound | ResponseClass::ClientError(_)) => Outcome::Http4xx,
+        (_, ResponseClass::ServerError(_)) => Outcome::Http5xx,
+        (_, ResponseClass::Other(_)) => Outcome::HttpOther,
+    }
+}
+
+/// Answered requests of one operation.
+#[derive(Debug, Clone)]
+pub struct OpStats {
+    pub latency_ns: Histogram<u64>,
+    /// Reads answered 200.
+    pub hits: u64,
+    /// Reads answered 404.
+    pub misses: u64,
+    /// Writes answered 200.
+    pub stored: u64,
+}
+
+impl Default for OpStats {
+    fn default() -> Self {
+        OpStats {
+            latency_ns: new_histogram(),
+            hits: 0,
+            misses: 0,
+            stored: 0,
+        }
+    }
+}
+
+impl OpStats {
+    /// Requests answered without error.
+    pub fn count(&self) -> u64 {
+        self.hits + self.misses + self.stored
+    }
+
+    pub fn merge(&mut self, o: &OpStats) {
+        // Both histograms share the same bounds, so adding cannot fail;
+        // `saturating` keeps this infallible in any case.
+        if self.latency_ns.add(&o.latency_ns).is_err() {
+            for v in o.latency_ns.iter_recorded() {
+                self.latency_ns
+                    .saturating_record_n(v.value_iterated_to(), v.count_at_value());
+            }
+        }
+        self.hits += o.hits;
+        self.misses += o.misses;
+        self.stored += o.stored;
+    }
+}
+
+/// Everything one worker measured in one interval.
+#[derive(Debug, Clone, Default)]
+pub struct IntervalStats {
+    pub ops: [OpStats; 2],
+    pub errors: ErrorCounts,
+}
+
+impl IntervalStats {
+    pub fn op(&self, kind: OpKind) -> &OpStats {
+        &self.ops[kind.index()]
+    }
+
+    /// Records an answered request.
+    #[inline]
+    pub fn record(&mut self, kind: OpKind, class: ResponseClass, latency_ns: u64) {
+        let op = &mut self.ops[kind.index()];
+        match outcome(kind, class) {
+            Outcome::Hit => op.hits += 1,
+            Outcome::Miss => op.misses += 1,
+            Outcome::Stored => op.stored += 1,
+            Outcome::Http4xx => {
+                self.errors.http_4xx += 1;
+                return;
+            }
+            Outcome::Http5xx => {
+                self.errors.http_5xx += 1;
+                return;
+            }
+            Outcome::HttpOther => {
+                self.errors.http_other += 1;
+                return;
+            }
+        }
+        op.latency_ns.saturating_record(latency_ns.max(1));
+    }
+
+    /// Requests answered without error, all operations.
+    pub fn completed(&self) -> u64 {
+        self.ops.iter().map(OpStats::count).sum()
+    }
+
+    pub fn merge(&mut self, o: &IntervalStats) {
+        for (a, b) in self.ops.iter_mut().zip(o.ops.iter()) {
+            a.merge(b);
+        }
+        self.errors.merge(&o.errors);
+    }
+
+    /// Both operations' latencies in one histogram.
+    pub fn combined_latency(&self) -> Histogram<u64> {
+        let mut all = self.ops[0].clone();
+        all.merge(&self.ops[1]);
+        all.latency_ns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes() {
+        use ResponseClass::*;
+        assert_eq!(outcome(OpKind::Read, Ok), Outcome::Hit);
+        assert_eq!(outcome(OpKind::Read, NotFound), Outcome::Miss);
+        assert_eq!(outcome(OpKind::Write, Ok), Outcome::Stored);
+        assert_eq!(outcome(OpKind::Write, NotFound), Outcome::Http4xx);
+        assert_eq!(outcome(OpKind::Read, ClientError(400)), Outcome::Http4xx);
+        assert_eq!(outcome(OpKind::Write, ServerError(503)), Outcome::Http5xx);
+        assert_eq!(outcome(OpKind::Read, Other(302)), Outcome::HttpOther);
+    }
+
+    #[test]
+    fn record_counts_hits_misses_and_errors() {
+        let mut s = IntervalStats::default();
+        s.record(OpKind::Read, ResponseClass::Ok, 1000);
+        s.record(OpKind::Read, ResponseClass::NotFound, 2000);
+        s.record(OpKind::Write, ResponseClass::Ok, 3000);
+        s.record(OpKind::Write, ResponseClass::ServerError(500), 4000);
+        s.record(OpKind::Read, ResponseClass::ClientError(400), 4000);
+        let r = s.op(OpKind::Read);
+        assert_eq!((r.hits, r.misses, r.latency_ns.len()), (1, 1, 2));
+        assert_eq!(s.op(OpKind::Write).stored, 1);
+        assert_eq!(s.op(OpKind::Write).latency_ns.len(), 1);
+        assert_eq!(s.completed(), 3);
+        assert_eq!((s.errors.http_5xx, s.errors.http_4xx, s.errors.total()), (1, 1, 2));
+    }
+
+    #[test]
+    fn merge_combines_histograms_and_counters() {
+        let mut a = IntervalStats::default();
+        let mut b = IntervalStats::default();
+        for v in 1..=1000u64 {
+            a.record(OpKind::Read, ResponseClass::Ok, v * 1000);
+            b.record(OpKind::Read, ResponseClass::Ok, (v + 1000) * 1000);
+        }
+        b.record(OpKind::Write, ResponseClass::Ok, 5);
+        b.errors.timeout = 2;
+        a.errors.io = 1;
+        a.merge(&b);
+        let r = a.op(OpKind::Read);
+        assert_eq!(r.latency_ns.len(), 2000);
+        assert_eq!(r.hits, 2000);
+        // The median of 1..=2000 us is ~1000 us; max ~2000 us (within 0.1%).
+        let p50 = r.latency_ns.value_at_quantile(0.5) as f64;
+        assert!((p50 - 1_000_000.0).abs() / 1e6 < 0.002, "{p50}");
+        let max = r.latency_ns.max() as f64;
+        assert!((max - 2_000_000.0).abs() / 2e6 < 0.002, "{max}");
+        assert_eq!(a.op(OpKind::Write).stored, 1);
+        assert_eq!(a.errors.total(), 3);
+        assert_eq!(a.errors.nonzero(), vec![("timeout", 2), ("io", 1)]);
+        assert_eq!(a.combined_latency().len(), 2001);
+    }
+
+    #[test]
+    fn huge_latencies_are_clamped_not_lost() {
+        let mut s = IntervalStats::default();
+        s.record(OpKind::Read, ResponseClass::Ok, u64::MAX);
+        s.record(OpKind::Read, ResponseClass::Ok, 0);
+        assert_eq!(s.op(OpKind::Read).latency_ns.len(), 2);
+    }
+}

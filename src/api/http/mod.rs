@@ -1,0 +1,8 @@
+//! The HTTP/1.1 front end: framing (`parse`), validation and routing
+//! (`route`), response bytes (`response`), and the per-connection loop on a
+//! core (`conn`). Only `conn` touches glommio.
+
+pub mod conn;
+pub mod parse;
+pub mod response;
+pub mod route;

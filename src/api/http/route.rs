@@ -1,0 +1,441 @@
+//! From a parsed request to a [`Command`]: which endpoint, which key, which
+//! value and TTL. Validation of everything the client sent happens here, so
+//! the executing core only ever sees well-formed ops.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::parse::{Method, RequestHead};
+use crate::error::ApiError;
+
+/// The seed API's `expire` is in minutes, at most three days.
+pub const MAX_EXPIRE_MINUTES: u64 = 4320;
+/// The v1 API's `ttl` is in seconds, with the same three-day ceiling.
+pub const MAX_TTL_SECONDS: u64 = MAX_EXPIRE_MINUTES * 60;
+
+/// Which API shape a reply must take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// `/api/*`: text bodies, `value=<V>`.
+    Seed,
+    /// `/v1/keys/*`: raw bytes.
+    V1,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Get {
+        key: Box<[u8]>,
+        style: Style,
+    },
+    Set {
+        key: Box<[u8]>,
+        value: Bytes,
+        ttl: Duration,
+        hot: bool,
+        style: Style,
+    },
+    Delete {
+        key: Box<[u8]>,
+        style: Style,
+    },
+    Health,
+    Ready,
+    Metrics,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: u64,
+}
+
+impl Limits {
+    /// The largest body a request to `path` may carry, known before reading
+    /// it. A form body percent-encodes each byte in at most three.
+    pub fn max_body(&self, head: &RequestHead<'_>) -> u64 {
+        match head.path() {
+            "/api/set" | "/api/delete" => {
+                3 * (self.max_value_bytes + self.max_key_bytes as u64) + 4096
+            }
+            p if p.starts_with("/v1/keys/") => self.max_value_bytes,
+            _ => 64 * 1024,
+        }
+    }
+
+    /// Error for a body of `len` bytes over [`Limits::max_body`].
+    pub fn body_error(&self, head: &RequestHead<'_>, len: u64) -> ApiError {
+        let limit = self.max_body(head);
+        if head.path().starts_with("/v1/keys/") {
+            ApiError::ValueTooLarge { len, limit }
+        } else {
+            ApiError::BodyTooLarge { len, limit }
+        }
+    }
+}
+
+const SEED_GET_ALLOW: &str = "GET";
+const SEED_WRITE_ALLOW: &str = "POST";
+const V1_ALLOW: &str = "GET, PUT, DELETE";
+
+/// Route a complete request.
+pub fn route(head: &RequestHead<'_>, body: &[u8], limits: &Limits) -> Result<Command, ApiError> {
+    let path = head.path();
+    let method = head.method;
+    let not_allowed = |allowed: &'static str| ApiError::MethodNotAllowed {
+        method: head.method_text.to_string(),
+        path: path.to_string(),
+        allowed,
+    };
+    let get_only = |cmd: Command| match method {
+        Method::Get | Method::Head => Ok(cmd),
+        _ => Err(not_allowed("GET")),
+    };
+    match path {
+        "/api/get" => {
+            if !matches!(method, Method::Get | Method::Head) {
+                return Err(not_allowed(SEED_GET_ALLOW));
+            }
+            let form = Form::parse(head.query().as_bytes(), &[])?;
+            let key = form.key(limits, true)?;
+            Ok(Command::Get {
+                key,
+                style: Style::Seed,
+            })
+        }
+        "/api/set" => {
+            if method != Method::Post {
+                return Err(not_allowed(SEED_WRITE_ALLOW));
+            }
+            let form = Form::parse(head.query().as_bytes(), body)?;
+            let key = form.key(limits, form.key_from_query)?;
+            let value = form.get("value").unwrap_or_default();
+            if value.len() as u64 > limits.max_value_bytes {
+                return Err(ApiError::ValueTooLarge {
+                    len: value.len() as u64,
+                    limit: limits.max_value_bytes,
+                });
+            }
+            let minutes = match form.get("expire") {
+                Some(text) => parse_bounded("expire", &text, MAX_EXPIRE_MINUTES, "minutes")?,
+                None => 0,
+            };
+            Ok(Command::Set {
+                key,
+                value: Bytes::from(value),
+                ttl: Duration::from_secs(minutes * 60),
+                hot: parse_hot(form.get("hot").as_deref())?,
+                style: Style::Seed,
+            })
+        }
+        "/api/delete" => {
+            if method != Method::Post {
+                return Err(not_allowed(SEED_WRITE_ALLOW));
+            }
+            let form = Form::parse(head.query().as_bytes(), body)?;
+            let key = form.key(limits, form.key_from_query)?;
+            Ok(Command::Delete {
+                key,
+                style: Style::Seed,
+            })
+        }
+        "/healthz" => get_only(Command::Health),
+        "/readyz" => get_only(Command::Ready),
+        "/metrics" => get_only(Command::Metrics),
+        _ => match path.strip_prefix("/v1/keys/") {
+            Some(encoded) => route_v1(head, encoded, body, limits, not_allowed),
+            None => Err(ApiError::NoRoute(path.to_string())),
+        },
+    }
+}
+
+fn route_v1(
+    head: &RequestHead<'_>,
+    encoded_key: &str,
+    body: &[u8],
+    limits: &Limits,
+    not_allowed: impl Fn(&'static str) -> ApiError,
+) -> Result<Command, ApiError> {
+    let key = percent_decode(encoded_key.as_bytes(), false)?;
+    let key = checked_key(key, limits, true)?;
+    match head.method {
+        Method::Get | Method::Head => Ok(Command::Get {
+            key,
+            style: Style::V1,
+        }),
+        Method::Delete => Ok(Command::Delete {
+            key,
+            style: Style::V1,
+        }),
+        Method::Put => {
+            let query = Form::parse(head.query().as_bytes(), &[])?;
+            let ttl = match query.get("ttl") {
+                Some(text) => parse_bounded("ttl", &text, MAX_TTL_SECONDS, "seconds")?,
+                None => 0,
+            };
+            if body.len() as u64 > limits.max_value_bytes {
+                return Err(ApiError::ValueTooLarge {
+                    len: body.len() as u64,
+                    limit: limits.max_value_bytes,
+                });
+            }
+            Ok(Command::Set {
+                key,
+                value: Bytes::copy_from_slice(body),
+                ttl: Duration::from_secs(ttl),
+                hot: parse_hot(query.get("hot").as_deref())?,
+                style: Style::V1,
+            })
+        }
+        _ => Err(not_allowed(V1_ALLOW)),
+    }
+}
+
+fn checked_key(key: Vec<u8>, limits: &Limits, in_url: bool) -> Result<Box<[u8]>, ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::MissingKey);
+    }
+    if key.len() > limits.max_key_bytes {
+        return Err(ApiError::KeyTooLong {
+            len: key.len(),
+            limit: limits.max_key_bytes,
+            in_url,
+        });
+    }
+    Ok(key.into_boxed_slice())
+}
+
+fn parse_bounded(field: &'static str, text: &[u8], max: u64, unit: &str) -> Result<u64, ApiError> {
+    let shown = String::from_utf8_lossy(text);
+    let n: u64 = std::str::from_utf8(text)
+        .ok()
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| {
+            ApiError::invalid(field, format!("{shown:?} is not a whole number of {unit}"))
+        })?;
+    if n > max {
+        return Err(ApiError::invalid(
+            field,
+            format!("{n} is out of range (0-{max} {unit})"),
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_hot(text: Option<&[u8]>) -> Result<bool, ApiError> {
+    match text {
+        None | Some(b"") | Some(b"false") | Some(b"0") => Ok(false),
+        Some(b"true") | Some(b"1") => Ok(true),
+        Some(other) => Err(ApiError::invalid(
+            "hot",
+            format!(
+                "{:?} is not a boolean (true, false, 1, 0)",
+                String::from_utf8_lossy(other)
+            ),
+        )),
+    }
+}
+
+/// Decoded `application/x-www-form-urlencoded` fields from the query string
+/// and the body; a field in the body wins over the same field in the query.
+struct Form {
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+    key_from_query: bool,
+}
+
+impl Form {
+    fn parse(query: &[u8], body: &[u8]) -> Result<Form, ApiError> {
+        let mut fields = Vec::new();
+        let mut key_from_query = false;
+        for (source, from_query) in [(query, true), (body, false)] {
+            for pair in source.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+                let (name, value) = match pair.iter().position(|&b| b == b'=') {
+                    Some(i) => (&pair[..i], &pair[i + 1..]),
+                    None => (pair, &b""[..]),
+                };
+                let name = percent_decode(name, true)?;
+                let value = percent_decode(value, true)?;
+                if name == b"key" {
+                    key_from_query = from_query;
+                }
+                fields.push((name, value));
+            }
+        }
+        Ok(Form {
+            fields,
+            key_from_query,
+        })
+    }
+
+    /// Last occurrence wins, so body fields (parsed after the query) win.
+    fn get(&self, name: &str) -> Option<Vec<u8>> {
+        self.fields
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name.as_bytes())
+            .map(|(_, v)| v.clone())
+    }
+
+    fn key(&self, limits: &Limits, in_url: bool) -> Result<Box<[u8]>, ApiError> {
+        checked_key(self.get("key").unwrap_or_default(), limits, in_url)
+    }
+}
+
+/// Strict percent-decoding: a `%` must be followed by two hex digits.
+/// `plus_is_space` applies form encoding, where `+` stands for a space.
+pub fn percent_decode(input: &[u8], plus_is_space: bool) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'%' => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (
+                    input.get(i + 1).copied().and_then(hex),
+                    input.get(i + 2).copied().and_then(hex),
+                ) {
+                    (Some(hi), Some(lo)) => out.push((hi * 16 + lo) as u8),
+                    _ => {
+                        return Err(ApiError::Malformed(format!(
+                            "invalid percent-encoding at byte {i}"
+                        )))
+                    }
+                }
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse::parse_head;
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_key_bytes: 8,
+        max_value_bytes: 16,
+    };
+
+    fn run(raw: &str, body: &str) -> Result<Command, ApiError> {
+        let head = parse_head(raw.as_bytes()).unwrap().unwrap();
+        route(&head, body.as_bytes(), &LIMITS)
+    }
+
+    #[test]
+    fn seed_set_reads_form_body_and_query() {
+        let cmd = run(
+            "POST /api/set?hot=true HTTP/1.1\r\n\r\n",
+            "key=foo&value=b+r%21&expire=10",
+        )
+        .unwrap();
+        assert_eq!(
+            cmd,
+            Command::Set {
+                key: b"foo".to_vec().into(),
+                value: Bytes::from_static(b"b r!"),
+                ttl: Duration::from_secs(600),
+                hot: true,
+                style: Style::Seed
+            }
+        );
+        let Command::Set { value, .. } =
+            run("POST /api/set?key=k&value=q HTTP/1.1\r\n\r\n", "value=b").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(&value[..], b"b", "body wins over query");
+    }
+
+    #[test]
+    fn bad_fields_are_400_with_the_field_named() {
+        for (body, field) in [
+            ("key=a&expire=abc", "expire"),
+            ("key=a&expire=-1", "expire"),
+            ("key=a&expire=4321", "expire"),
+            ("key=a&hot=maybe", "hot"),
+        ] {
+            let err = run("POST /api/set HTTP/1.1\r\n\r\n", body).unwrap_err();
+            assert_eq!(err.status(), 400);
+            assert!(err.to_string().contains(field), "{err}");
+        }
+        assert_eq!(
+            run("POST /api/set HTTP/1.1\r\n\r\n", "value=x").unwrap_err(),
+            ApiError::MissingKey
+        );
+        assert_eq!(
+            run("GET /api/get?key= HTTP/1.1\r\n\r\n", "").unwrap_err(),
+            ApiError::MissingKey
+        );
+    }
+
+    #[test]
+    fn key_limits_depend_on_where_the_key_came_from() {
+        let err = run("GET /api/get?key=123456789 HTTP/1.1\r\n\r\n", "").unwrap_err();
+        assert_eq!(err.status(), 414);
+        let err = run("POST /api/set HTTP/1.1\r\n\r\n", "key=123456789").unwrap_err();
+        assert_eq!(err.status(), 400);
+        let err = run(
+            "POST /api/set HTTP/1.1\r\n\r\n",
+            "key=a&value=12345678901234567",
+        )
+        .unwrap_err();
+        assert_eq!(err.status(), 413);
+    }
+
+    #[test]
+    fn v1_keys_are_byte_exact() {
+        let cmd = run("PUT /v1/keys/a%00%FF+b?ttl=5 HTTP/1.1\r\n\r\n", "raw").unwrap();
+        assert_eq!(
+            cmd,
+            Command::Set {
+                key: b"a\x00\xff+b".to_vec().into(),
+                value: Bytes::from_static(b"raw"),
+                ttl: Duration::from_secs(5),
+                hot: false,
+                style: Style::V1
+            }
+        );
+        assert_eq!(
+            run("PUT /v1/keys/a?ttl=259201 HTTP/1.1\r\n\r\n", "")
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            run("GET /v1/keys/ HTTP/1.1\r\n\r\n", "")
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            run("GET /v1/keys/%zz HTTP/1.1\r\n\r\n", "")
+                .unwrap_err()
+                .status(),
+            400
+        );
+    }
+
+    #[test]
+    fn unknown_paths_and_methods() {
+        assert_eq!(
+            run("GET /nope HTTP/1.1\r\n\r\n", "").unwrap_err().status(),
+            404
+        );
+        let err = run("GET /api/set HTTP/1.1\r\n\r\n", "").unwrap_err();
+        assert_eq!((err.status(), err.allow_header()), (405, Some("POST")));
+        let err = run("POST /v1/keys/a HTTP/1.1\r\n\r\n", "").unwrap_err();
+        assert_eq!(err.allow_header(), Some("GET, PUT, DELETE"));
+    }
+}

@@ -1,0 +1,438 @@
+//! Node configuration: command-line flags, `NEXUSCACHE_*` environment
+//! variables, an optional TOML file and defaults, merged in that order of
+//! precedence and validated once into [`Config`].
+//!
+//! Flags are `Option`s without clap defaults so that "not given" can fall
+//! through to the file; clap itself handles flag-over-env.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StartupError;
+
+pub const DEFAULT_HTTP_PORT: u16 = 9999;
+pub const DEFAULT_MAX_MEMORY: u64 = 256 << 20;
+pub const DEFAULT_MAX_KEY_BYTES: usize = 1024;
+pub const DEFAULT_MAX_VALUE_BYTES: u64 = 1 << 20;
+pub const DEFAULT_TTL_JITTER: f64 = 0.10;
+pub const DEFAULT_TTL_JITTER_MAX_SECS: u64 = 180;
+pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 1000;
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+
+/// Flags of `nexuscache serve`. Every one can also come from the environment
+/// variable named beside it, or from the `--config` file under the same name
+/// with underscores.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (flags and env win over it).
+    #[arg(long, env = "NEXUSCACHE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long, env = "NEXUSCACHE_BIND", value_name = "IP")]
+    pub bind: Option<IpAddr>,
+    /// HTTP port, shared by every core through SO_REUSEPORT [default: 9999].
+    #[arg(long, env = "NEXUSCACHE_HTTP_PORT", value_name = "PORT")]
+    pub http_port: Option<u16>,
+    /// Number of data cores (one pinned executor and one shard each)
+    /// [default: every CPU in --cpuset, or every online CPU].
+    #[arg(long, env = "NEXUSCACHE_CORES", value_name = "N")]
+    pub cores: Option<usize>,
+    /// CPUs to pin data cores to, e.g. "0-3" or "0,2,4" [default: online CPUs].
+    #[arg(long, env = "NEXUSCACHE_CPUSET", value_name = "LIST")]
+    pub cpuset: Option<String>,
+    /// Do not pin executors to CPUs (useful when several nodes share a host).
+    #[arg(long, env = "NEXUSCACHE_NO_PIN")]
+    pub no_pin: bool,
+    /// Memory for cached entries across all cores, in bytes or with a
+    /// KiB/MiB/GiB (or KB/MB/GB) suffix; split evenly over cores [default: 256MiB].
+    #[arg(long, env = "NEXUSCACHE_MAX_MEMORY", value_name = "SIZE")]
+    pub max_memory: Option<String>,
+    /// Longest accepted key, in bytes [default: 1024].
+    #[arg(long, env = "NEXUSCACHE_MAX_KEY_BYTES", value_name = "BYTES")]
+    pub max_key_bytes: Option<usize>,
+    /// Largest accepted value, in bytes or with a size suffix [default: 1MiB].
+    #[arg(long, env = "NEXUSCACHE_MAX_VALUE_BYTES", value_name = "SIZE")]
+    pub max_value_bytes: Option<String>,
+    /// Random extra TTL as a fraction of the TTL, 0 to 1 [default: 0.1].
+    #[arg(long, env = "NEXUSCACHE_TTL_JITTER", value_name = "FRACTION")]
+    pub ttl_jitter: Option<f64>,
+    /// Cap on the random extra TTL, in seconds [default: 180].
+    #[arg(long, env = "NEXUSCACHE_TTL_JITTER_MAX", value_name = "SECONDS")]
+    pub ttl_jitter_max: Option<u64>,
+    /// How often each core sweeps expired entries, in milliseconds [default: 1000].
+    #[arg(long, env = "NEXUSCACHE_SWEEP_INTERVAL_MS", value_name = "MS")]
+    pub sweep_interval_ms: Option<u64>,
+    /// Close keep-alive connections idle this long, in seconds [default: 60].
+    #[arg(long, env = "NEXUSCACHE_IDLE_TIMEOUT", value_name = "SECONDS")]
+    pub idle_timeout: Option<u64>,
+    /// A request whose head or body stalls this long is dropped, in seconds [default: 10].
+    #[arg(long, env = "NEXUSCACHE_HEADER_TIMEOUT", value_name = "SECONDS")]
+    pub header_timeout: Option<u64>,
+    /// After SIGTERM/SIGINT, wait at most this long for in-flight requests, in seconds [default: 10].
+    #[arg(long, env = "NEXUSCACHE_SHUTDOWN_GRACE", value_name = "SECONDS")]
+    pub shutdown_grace: Option<u64>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// The `--config` file: the same names as the flags, all optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub bind: Option<IpAddr>,
+    pub http_port: Option<u16>,
+    pub cores: Option<usize>,
+    pub cpuset: Option<String>,
+    pub no_pin: Option<bool>,
+    pub max_memory: Option<SizeValue>,
+    pub max_key_bytes: Option<usize>,
+    pub max_value_bytes: Option<SizeValue>,
+    pub ttl_jitter: Option<f64>,
+    pub ttl_jitter_max: Option<u64>,
+    pub sweep_interval_ms: Option<u64>,
+    pub idle_timeout: Option<u64>,
+    pub header_timeout: Option<u64>,
+    pub shutdown_grace: Option<u64>,
+}
+
+/// A size in a TOML file may be a number of bytes or a string with a suffix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeValue {
+    fn to_bytes(&self, field: &str) -> Result<u64, StartupError> {
+        match self {
+            SizeValue::Bytes(n) => Ok(*n),
+            SizeValue::Text(s) => parse_size(s).map_err(|e| invalid(field, e)),
+        }
+    }
+}
+
+/// Validated settings of one node; built once at start-up.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub bind: IpAddr,
+    pub http_port: u16,
+    /// The CPU each data core is pinned to, one entry per core.
+    pub cpus: Vec<usize>,
+    pub pin: bool,
+    pub max_memory: u64,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: u64,
+    pub ttl_jitter: f64,
+    pub ttl_jitter_max_secs: u64,
+    pub sweep_interval_ms: u64,
+    pub idle_timeout_secs: u64,
+    pub header_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+}
+
+impl Config {
+    pub fn cores(&self) -> usize {
+        self.cpus.len()
+    }
+    pub fn http_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.http_port)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_millis(self.sweep_interval_ms)
+    }
+    pub fn ttl_jitter_max(&self) -> Duration {
+        Duration::from_secs(self.ttl_jitter_max_secs)
+    }
+    /// Each core's share of `max_memory`; the sum over cores never exceeds it.
+    pub fn shard_capacity(&self) -> u64 {
+        self.max_memory / self.cores() as u64
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// Resolve flags (with env already folded in by clap) over the optional
+    /// file over defaults, then validate.
+    pub fn resolve(args: &ServeArgs, online_cpus: &[usize]) -> Result<Config, StartupError> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+
+        let max_memory = match (&args.max_memory, &file.max_memory) {
+            (Some(s), _) => parse_size(s).map_err(|e| invalid("--max-memory", e))?,
+            (None, Some(v)) => v.to_bytes("max_memory")?,
+            (None, None) => DEFAULT_MAX_MEMORY,
+        };
+        let max_value_bytes = match (&args.max_value_bytes, &file.max_value_bytes) {
+            (Some(s), _) => parse_size(s).map_err(|e| invalid("--max-value-bytes", e))?,
+            (None, Some(v)) => v.to_bytes("max_value_bytes")?,
+            (None, None) => DEFAULT_MAX_VALUE_BYTES,
+        };
+
+        let cpuset = args.cpuset.clone().or(file.cpuset);
+        let allowed: Vec<usize> = match &cpuset {
+            Some(list) => parse_cpu_list(list).map_err(|e| invalid("--cpuset", e))?,
+            None => online_cpus.to_vec(),
+        };
+        if allowed.is_empty() {
+            return Err(invalid("--cpuset", "no CPUs to run on"));
+        }
+        if let Some(bad) = allowed.iter().find(|c| !online_cpus.contains(c)) {
+            return Err(invalid(
+                "--cpuset",
+                format!("CPU {bad} is not online (online: {online_cpus:?})"),
+            ));
+        }
+        let cores = args.cores.or(file.cores).unwrap_or(allowed.len());
+        if cores == 0 || cores > 1024 {
+            return Err(invalid("--cores", "must be between 1 and 1024"));
+        }
+        // More cores than CPUs is allowed (tests run several nodes on two
+        // CPUs); cores then share CPUs round-robin.
+        let cpus = (0..cores).map(|i| allowed[i % allowed.len()]).collect();
+
+        let config = Config {
+            bind: args
+                .bind
+                .or(file.bind)
+                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            http_port: args
+                .http_port
+                .or(file.http_port)
+                .unwrap_or(DEFAULT_HTTP_PORT),
+            cpus,
+            pin: !(args.no_pin || file.no_pin.unwrap_or(false)),
+            max_memory,
+            max_key_bytes: args
+                .max_key_bytes
+                .or(file.max_key_bytes)
+                .unwrap_or(DEFAULT_MAX_KEY_BYTES),
+            max_value_bytes,
+            ttl_jitter: args
+                .ttl_jitter
+                .or(file.ttl_jitter)
+                .unwrap_or(DEFAULT_TTL_JITTER),
+            ttl_jitter_max_secs: args
+                .ttl_jitter_max
+                .or(file.ttl_jitter_max)
+                .unwrap_or(DEFAULT_TTL_JITTER_MAX_SECS),
+            sweep_interval_ms: args
+                .sweep_interval_ms
+                .or(file.sweep_interval_ms)
+                .unwrap_or(DEFAULT_SWEEP_INTERVAL_MS),
+            idle_timeout_secs: args
+                .idle_timeout
+                .or(file.idle_timeout)
+                .unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS),
+            header_timeout_secs: args
+                .header_timeout
+                .or(file.header_timeout)
+                .unwrap_or(DEFAULT_HEADER_TIMEOUT_SECS),
+            shutdown_grace_secs: args
+                .shutdown_grace
+                .or(file.shutdown_grace)
+                .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), StartupError> {
+        if self.http_port == 0 {
+            return Err(invalid("--http-port", "must be 1-65535"));
+        }
+        if self.max_key_bytes == 0 || self.max_key_bytes > 64 * 1024 {
+            return Err(invalid("--max-key-bytes", "must be 1 to 65536"));
+        }
+        if self.max_value_bytes == 0 || self.max_value_bytes > 512 << 20 {
+            return Err(invalid("--max-value-bytes", "must be 1 byte to 512MiB"));
+        }
+        if !(0.0..=1.0).contains(&self.ttl_jitter) {
+            return Err(invalid("--ttl-jitter", "must be a fraction from 0 to 1"));
+        }
+        if self.sweep_interval_ms == 0 {
+            return Err(invalid("--sweep-interval-ms", "must be at least 1"));
+        }
+        if self.idle_timeout_secs == 0 || self.header_timeout_secs == 0 {
+            return Err(invalid(
+                "--idle-timeout/--header-timeout",
+                "must be at least 1 second",
+            ));
+        }
+        let min_shard = self.max_key_bytes as u64 + self.max_value_bytes + 1024;
+        if self.shard_capacity() < min_shard {
+            return Err(invalid(
+                "--max-memory",
+                format!(
+                    "{} bytes over {} cores leaves {} bytes per core, less than one \
+                     largest entry ({} bytes); raise --max-memory or lower --max-value-bytes",
+                    self.max_memory,
+                    self.cores(),
+                    self.shard_capacity(),
+                    min_shard
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(field: &str, reason: impl std::fmt::Display) -> StartupError {
+    StartupError::Config(format!("{field}: {reason}"))
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, StartupError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StartupError::ConfigFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| StartupError::ConfigParse {
+        path: path.to_path_buf(),
+        message: e.message().to_string(),
+    })
+}
+
+/// Parse "1048576", "512KiB", "256MiB", "1GiB", "64KB", "1.5GiB".
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let number: f64 = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (examples: 1048576, 512KiB, 256MiB)"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => return Err(format!("unknown size unit '{other}' in '{text}'")),
+    };
+    let bytes = number * multiplier as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("'{text}' is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parse a Linux-style CPU list: "0-3,6,8-9". Result is sorted and unique.
+pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("'{s}' is not a CPU number"))
+        };
+        match part.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi) = (parse(lo)?, parse(hi)?);
+                if lo > hi || hi - lo > 4096 {
+                    return Err(format!("bad CPU range '{part}'"));
+                }
+                cpus.extend(lo..=hi);
+            }
+            None => cpus.push(parse(part)?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1gib"), Ok(1 << 30));
+        assert_eq!(parse_size("64KB"), Ok(64_000));
+        assert_eq!(parse_size("1.5KiB"), Ok(1536));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("12XB").is_err());
+    }
+
+    #[test]
+    fn cpu_lists_parse() {
+        assert_eq!(parse_cpu_list("0-2,5"), Ok(vec![0, 1, 2, 5]));
+        assert_eq!(parse_cpu_list("3,1,1"), Ok(vec![1, 3]));
+        assert!(parse_cpu_list("2-1").is_err());
+        assert!(parse_cpu_list("a").is_err());
+    }
+
+    #[test]
+    fn defaults_and_precedence() {
+        let online = [0, 1];
+        let c = Config::resolve(&ServeArgs::default(), &online).unwrap();
+        assert_eq!(c.http_port, DEFAULT_HTTP_PORT);
+        assert_eq!(c.cores(), 2);
+        assert_eq!(c.max_memory, DEFAULT_MAX_MEMORY);
+        assert_eq!(c.bind, IpAddr::from([127, 0, 0, 1]));
+
+        let dir = std::env::temp_dir().join(format!("nc-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "http_port = 7000\nmax_memory = \"64MiB\"\ncores = 1\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args, &online).unwrap();
+        assert_eq!((c.http_port, c.max_memory, c.cores()), (7000, 64 << 20, 1));
+        args.http_port = Some(7001);
+        let c = Config::resolve(&args, &online).unwrap();
+        assert_eq!(c.http_port, 7001, "flag beats file");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn invalid_values_name_the_flag() {
+        let online = [0];
+        let args = ServeArgs {
+            max_memory: Some("1KiB".into()),
+            ..Default::default()
+        };
+        let err = Config::resolve(&args, &online).unwrap_err().to_string();
+        assert!(err.contains("--max-memory"), "{err}");
+        let args = ServeArgs {
+            cpuset: Some("7".into()),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&args, &online).is_err());
+        let args = ServeArgs {
+            ttl_jitter: Some(2.0),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&args, &online).is_err());
+    }
+}

@@ -1,0 +1,148 @@
+//! Every error a request or start-up can end in, and the one place where an
+//! error becomes an HTTP status.
+//!
+//! Handlers return `ApiError`; only [`ApiError::status`] decides the code the
+//! client sees, so the mapping cannot drift between routes.
+
+use std::path::PathBuf;
+
+/// Why a client request was refused. Each variant names what was wrong so the
+/// one-line body tells the client how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or empty key")]
+    MissingKey,
+    #[error("key is {len} bytes, over the {limit}-byte limit")]
+    KeyTooLong {
+        len: usize,
+        limit: usize,
+        /// Keys that arrive in the URL get 414, keys in a body 400.
+        in_url: bool,
+    },
+    #[error("value is {len} bytes, over the {limit}-byte limit")]
+    ValueTooLarge { len: u64, limit: u64 },
+    #[error("request body is {len} bytes, over the {limit}-byte limit")]
+    BodyTooLarge { len: u64, limit: u64 },
+    #[error("invalid {field}: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("request head is over the {limit}-byte limit")]
+    HeadTooLarge { limit: usize },
+    #[error("no route for {0}")]
+    NoRoute(String),
+    #[error("method {method} is not allowed on {path} (allowed: {allowed})")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: &'static str,
+    },
+    #[error("entry does not fit in the cache: {0}")]
+    EntryTooLarge(String),
+    #[error("server is shutting down")]
+    Draining,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status for this error: the only status mapping in the server.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::MissingKey | ApiError::InvalidField { .. } | ApiError::Malformed(_) => 400,
+            ApiError::KeyTooLong { in_url: true, .. } => 414,
+            ApiError::KeyTooLong { in_url: false, .. } => 400,
+            ApiError::ValueTooLarge { .. }
+            | ApiError::BodyTooLarge { .. }
+            | ApiError::EntryTooLarge(_) => 413,
+            ApiError::HeadTooLarge { .. } => 431,
+            ApiError::NoRoute(_) => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::Draining => 503,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    /// Errors after which the byte stream can no longer be trusted (we do not
+    /// know where the next request starts) or where we refused to read a body.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Malformed(_)
+                | ApiError::HeadTooLarge { .. }
+                | ApiError::BodyTooLarge { .. }
+                | ApiError::Draining
+        )
+    }
+
+    /// Extra header the status requires (RFC 9110: 405 must carry `Allow`).
+    pub fn allow_header(&self) -> Option<&'static str> {
+        match self {
+            ApiError::MethodNotAllowed { allowed, .. } => Some(allowed),
+            _ => None,
+        }
+    }
+
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        ApiError::InvalidField {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why the server could not start. Each message names the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot read config file {path}: {source}")]
+    ConfigFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot parse config file {path}: {message}")]
+    ConfigParse { path: PathBuf, message: String },
+    #[error("io_uring is unavailable: {0}")]
+    IoUring(String),
+    #[error("locked-memory limit too low: {0}")]
+    Memlock(String),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start executor for core {core}: {message}")]
+    Executor { core: usize, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_documented_contract() {
+        assert_eq!(ApiError::MissingKey.status(), 400);
+        let long = |in_url| ApiError::KeyTooLong {
+            len: 2000,
+            limit: 1024,
+            in_url,
+        };
+        assert_eq!(long(true).status(), 414);
+        assert_eq!(long(false).status(), 400);
+        assert_eq!(ApiError::ValueTooLarge { len: 2, limit: 1 }.status(), 413);
+        assert_eq!(ApiError::HeadTooLarge { limit: 1 }.status(), 431);
+        assert_eq!(ApiError::NoRoute("/x".into()).status(), 404);
+        assert!(ApiError::Malformed("x".into()).closes_connection());
+        assert!(!ApiError::MissingKey.closes_connection());
+    }
+
+    #[test]
+    fn messages_are_one_line() {
+        let e = ApiError::invalid("expire", "not a number");
+        assert_eq!(e.to_string(), "invalid expire: not a number");
+        assert!(!e.to_string().contains('\n'));
+    }
+}

@@ -1,0 +1,30 @@
+//! NexusCache: a thread-per-core, shared-nothing distributed cache.
+//!
+//! Every data core runs a pinned glommio executor that owns one shard of the
+//! cache and its own accept loop on the shared HTTP port (SO_REUSEPORT). A key
+//! belongs to exactly one core (`routing::core_of`); a request that arrives on
+//! another core travels there as an [`ops::Op`] over the channel mesh and its
+//! [`ops::Reply`] comes back on a oneshot. No lock and no shared mutable map
+//! sits on the request path: only messages cross cores.
+//!
+//! ```text
+//!  client ──HTTP──> core A ──core_of(key)==A──> A's shard
+//!                        └──────────else──Op──> core B ──> B's shard ──Reply──> A
+//! ```
+
+/// HTTP front end: parse -> route -> op -> response.
+pub mod api;
+/// Flags, environment and TOML file, validated once.
+pub mod config;
+/// Error enums and the one place statuses are mapped.
+pub mod error;
+/// Per-core counters merged at scrape into Prometheus text.
+pub mod metrics;
+/// The messages that cross cores.
+pub mod ops;
+/// Where a key lives: node ring and core hash (pure).
+pub mod routing;
+/// Executors, pinning, the core mesh, start-up checks and shutdown.
+pub mod runtime;
+/// One core's LRU + TTL shard (pure).
+pub mod store;

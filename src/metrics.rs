@@ -1,0 +1,481 @@
+//! Request and cache metrics, recorded per core without atomics and merged
+//! only when `/metrics` is scraped.
+//!
+//! Each data core owns a [`CoreMetrics`] made of plain `Cell`s: recording a
+//! request is a few non-atomic adds on memory no other core touches. A scrape
+//! asks every core for a [`CoreSnapshot`] (a message, like any other op) and
+//! [`render`] turns the snapshots into Prometheus text through the
+//! `prometheus` crate's encoder, one family per name with a `core` label.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
+use prometheus::{Encoder, TextEncoder};
+
+use crate::store::ShardStats;
+
+/// What a request did, as a bounded label value (never a key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Get,
+    Set,
+    Delete,
+    Health,
+    Ready,
+    Metrics,
+    Other,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 7] = [
+        OpKind::Get,
+        OpKind::Set,
+        OpKind::Delete,
+        OpKind::Health,
+        OpKind::Ready,
+        OpKind::Metrics,
+        OpKind::Other,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            OpKind::Get => "get",
+            OpKind::Set => "set",
+            OpKind::Delete => "delete",
+            OpKind::Health => "health",
+            OpKind::Ready => "ready",
+            OpKind::Metrics => "metrics",
+            OpKind::Other => "other",
+        }
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The status codes the server sends; anything else is counted as "other".
+const STATUSES: [u16; 12] = [200, 400, 404, 405, 411, 413, 414, 431, 500, 502, 503, 504];
+const STATUS_SLOTS: usize = STATUSES.len() + 1;
+
+fn status_slot(status: u16) -> usize {
+    STATUSES
+        .iter()
+        .position(|&s| s == status)
+        .unwrap_or(STATUSES.len())
+}
+
+fn status_label(slot: usize) -> String {
+    STATUSES
+        .get(slot)
+        .map_or_else(|| "other".to_string(), |s| s.to_string())
+}
+
+/// Upper bounds in seconds: from 5 µs (a local hit) to 5 s (a stuck peer).
+pub const LATENCY_BUCKETS: [f64; 20] = [
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_075, 0.000_1, 0.000_25, 0.000_5, 0.000_75,
+    0.001, 0.002_5, 0.005, 0.007_5, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+];
+const N_OPS: usize = OpKind::ALL.len();
+
+/// One core's counters. Not `Sync` on purpose: only its core writes it.
+#[derive(Debug)]
+pub struct CoreMetrics {
+    requests: [[Cell<u64>; STATUS_SLOTS]; N_OPS],
+    /// Per op: non-cumulative bucket counts, the last slot is +Inf.
+    latency_buckets: [[Cell<u64>; LATENCY_BUCKETS.len() + 1]; N_OPS],
+    latency_sum: [Cell<f64>; N_OPS],
+    cross_core: Cell<u64>,
+    connections_active: Cell<u64>,
+    connections_total: Cell<u64>,
+}
+
+impl Default for CoreMetrics {
+    fn default() -> Self {
+        CoreMetrics {
+            requests: Default::default(),
+            latency_buckets: Default::default(),
+            latency_sum: Default::default(),
+            cross_core: Cell::new(0),
+            connections_active: Cell::new(0),
+            connections_total: Cell::new(0),
+        }
+    }
+}
+
+fn bump(cell: &Cell<u64>, by: u64) {
+    cell.set(cell.get().wrapping_add(by));
+}
+
+impl CoreMetrics {
+    pub fn record_request(&self, op: OpKind, status: u16, elapsed: Duration) {
+        bump(&self.requests[op.index()][status_slot(status)], 1);
+        let secs = elapsed.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        bump(&self.latency_buckets[op.index()][bucket], 1);
+        let sum = &self.latency_sum[op.index()];
+        sum.set(sum.get() + secs);
+    }
+
+    pub fn record_cross_core(&self) {
+        bump(&self.cross_core, 1);
+    }
+
+    pub fn connection_opened(&self) {
+        bump(&self.connections_total, 1);
+        bump(&self.connections_active, 1);
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections_active
+            .set(self.connections_active.get().saturating_sub(1));
+    }
+
+    pub fn snapshot(&self, core: usize) -> CoreSnapshot {
+        CoreSnapshot {
+            core,
+            requests: self
+                .requests
+                .iter()
+                .map(|row| row.iter().map(Cell::get).collect())
+                .collect(),
+            latency_buckets: self
+                .latency_buckets
+                .iter()
+                .map(|row| row.iter().map(Cell::get).collect())
+                .collect(),
+            latency_sum: self.latency_sum.iter().map(Cell::get).collect(),
+            cross_core: self.cross_core.get(),
+            connections_active: self.connections_active.get(),
+            connections_total: self.connections_total.get(),
+        }
+    }
+}
+
+/// A core's counters at one instant, sent to the core answering the scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CoreSnapshot {
+    pub core: usize,
+    pub requests: Vec<Vec<u64>>,
+    pub latency_buckets: Vec<Vec<u64>>,
+    pub latency_sum: Vec<f64>,
+    pub cross_core: u64,
+    pub connections_active: u64,
+    pub connections_total: u64,
+}
+
+fn label(name: &str, value: &str) -> LabelPair {
+    let mut pair = LabelPair::default();
+    pair.set_name(name.to_string());
+    pair.set_value(value.to_string());
+    pair
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_string());
+    f.set_help(help.to_string());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+fn counter(labels: Vec<LabelPair>, value: u64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(value as f64);
+    let mut m = Metric::from_label(labels);
+    m.set_counter(c);
+    m
+}
+
+fn gauge(labels: Vec<LabelPair>, value: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(value);
+    let mut m = Metric::from_label(labels);
+    m.set_gauge(g);
+    m
+}
+
+/// One gauge or counter family with one sample per core.
+fn per_core(
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    cores: &[(ShardStats, CoreSnapshot)],
+    value: impl Fn(&ShardStats, &CoreSnapshot) -> u64,
+) -> MetricFamily {
+    let metrics = cores
+        .iter()
+        .map(|(stats, snap)| {
+            let labels = vec![label("core", &snap.core.to_string())];
+            let v = value(stats, snap);
+            match kind {
+                MetricType::COUNTER => counter(labels, v),
+                _ => gauge(labels, v as f64),
+            }
+        })
+        .collect();
+    family(name, help, kind, metrics)
+}
+
+/// Render every core's snapshot as Prometheus text exposition format.
+pub fn render(cores: &[(ShardStats, CoreSnapshot)]) -> String {
+    let mut families = Vec::new();
+
+    let mut requests = Vec::new();
+    let mut latencies = Vec::new();
+    for (_, snap) in cores {
+        let core = snap.core.to_string();
+        for op in OpKind::ALL {
+            let Some(row) = snap.requests.get(op.index()) else {
+                continue;
+            };
+            for (slot, &n) in row.iter().enumerate().filter(|(_, n)| **n > 0) {
+                requests.push(counter(
+                    vec![
+                        label("core", &core),
+                        label("op", op.label()),
+                        label("status", &status_label(slot)),
+                    ],
+                    n,
+                ));
+            }
+            let Some(buckets) = snap.latency_buckets.get(op.index()) else {
+                continue;
+            };
+            let total: u64 = buckets.iter().sum();
+            // Families for ops a core never served would be noise; keep the
+            // ones that carry data, plus get/set so dashboards always resolve.
+            if total == 0 && !matches!(op, OpKind::Get | OpKind::Set) {
+                continue;
+            }
+            let mut cumulative = 0;
+            let mut hist = Histogram::default();
+            hist.set_bucket(
+                LATENCY_BUCKETS
+                    .iter()
+                    .zip(buckets)
+                    .map(|(&le, &n)| {
+                        cumulative += n;
+                        let mut b = Bucket::default();
+                        b.set_upper_bound(le);
+                        b.set_cumulative_count(cumulative);
+                        b
+                    })
+                    .collect(),
+            );
+            hist.set_sample_count(total);
+            hist.set_sample_sum(snap.latency_sum.get(op.index()).copied().unwrap_or(0.0));
+            let mut m = Metric::from_label(vec![label("core", &core), label("op", op.label())]);
+            m.set_histogram(hist);
+            latencies.push(m);
+        }
+    }
+    families.push(family(
+        "nexuscache_requests_total",
+        "HTTP requests answered, by operation and status code.",
+        MetricType::COUNTER,
+        requests,
+    ));
+    families.push(family(
+        "nexuscache_request_duration_seconds",
+        "Time from a request's complete arrival to its response being queued, by operation.",
+        MetricType::HISTOGRAM,
+        latencies,
+    ));
+    let c = MetricType::COUNTER;
+    let g = MetricType::GAUGE;
+    let specs: [(
+        &str,
+        &str,
+        MetricType,
+        fn(&ShardStats, &CoreSnapshot) -> u64,
+    ); 11] = [
+        (
+            "nexuscache_cache_size_bytes",
+            "Bytes charged to cached entries (key + value + per-entry overhead).",
+            g,
+            |s, _| s.bytes,
+        ),
+        (
+            "nexuscache_cache_capacity_bytes",
+            "Byte budget of the core's shard (--max-memory divided by cores).",
+            g,
+            |s, _| s.capacity_bytes,
+        ),
+        (
+            "nexuscache_cache_items",
+            "Entries held, including expired ones not yet reclaimed.",
+            g,
+            |s, _| s.items,
+        ),
+        (
+            "nexuscache_cache_hits_total",
+            "Lookups that found a live entry.",
+            c,
+            |s, _| s.hits,
+        ),
+        (
+            "nexuscache_cache_misses_total",
+            "Lookups that found no live entry.",
+            c,
+            |s, _| s.misses,
+        ),
+        (
+            "nexuscache_evictions_total",
+            "Entries evicted to stay within the memory limit.",
+            c,
+            |s, _| s.evictions,
+        ),
+        (
+            "nexuscache_expired_total",
+            "Entries removed because their TTL passed (on access or by the sweep).",
+            c,
+            |s, _| s.expired,
+        ),
+        (
+            "nexuscache_cross_core_requests_total",
+            "Operations this core sent to the core owning the key.",
+            c,
+            |_, m| m.cross_core,
+        ),
+        (
+            "nexuscache_connections_active",
+            "Client connections open on this core.",
+            g,
+            |_, m| m.connections_active,
+        ),
+        (
+            "nexuscache_connections_total",
+            "Client connections accepted by this core.",
+            c,
+            |_, m| m.connections_total,
+        ),
+        (
+            "nexuscache_cores",
+            "Data cores (executors) of this node.",
+            g,
+            |_, _| 1,
+        ),
+    ];
+    for (name, help, kind, value) in specs {
+        if name == "nexuscache_cores" {
+            families.push(family(
+                name,
+                help,
+                g,
+                vec![gauge(vec![], cores.len() as f64)],
+            ));
+        } else {
+            families.push(per_core(name, help, kind, cores, value));
+        }
+    }
+    families.push(family(
+        "nexuscache_build_info",
+        "Always 1; the version label tells which build is running.",
+        MetricType::GAUGE,
+        vec![gauge(
+            vec![label("version", env!("CARGO_PKG_VERSION"))],
+            1.0,
+        )],
+    ));
+
+    families.extend(process_families());
+
+    let mut out = Vec::with_capacity(16 * 1024);
+    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+        return format!("# metrics encoding failed: {e}\n");
+    }
+    String::from_utf8(out).unwrap_or_else(|_| "# metrics were not UTF-8\n".to_string())
+}
+
+/// Process-wide resident memory and CPU, read from /proc at scrape time.
+fn process_families() -> Vec<MetricFamily> {
+    use prometheus::core::Collector;
+    prometheus::process_collector::ProcessCollector::for_self().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<(ShardStats, CoreSnapshot)> {
+        let m = CoreMetrics::default();
+        m.record_request(OpKind::Get, 200, Duration::from_micros(3));
+        m.record_request(OpKind::Get, 404, Duration::from_millis(2));
+        m.record_request(OpKind::Set, 999, Duration::from_secs(10));
+        m.record_cross_core();
+        let stats = ShardStats {
+            items: 2,
+            bytes: 300,
+            capacity_bytes: 1000,
+            hits: 1,
+            misses: 1,
+            ..Default::default()
+        };
+        vec![(stats.clone(), m.snapshot(0)), (stats, m.snapshot(1))]
+    }
+
+    #[test]
+    fn renders_every_documented_family_once() {
+        let text = render(&sample());
+        for name in [
+            "nexuscache_requests_total",
+            "nexuscache_request_duration_seconds",
+            "nexuscache_cache_size_bytes",
+            "nexuscache_cache_items",
+            "nexuscache_evictions_total",
+            "nexuscache_expired_total",
+            "nexuscache_cache_hits_total",
+            "nexuscache_cache_misses_total",
+            "nexuscache_cross_core_requests_total",
+            "nexuscache_build_info",
+        ] {
+            let type_lines = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("# TYPE {name} ")))
+                .count();
+            assert_eq!(type_lines, 1, "{name} declared once");
+        }
+        assert!(text.contains(r#"nexuscache_requests_total{core="1",op="get",status="404"} 1"#));
+        assert!(text.contains(r#"op="set",status="other"} 1"#));
+        assert!(text.contains(r#"nexuscache_cache_size_bytes{core="0"} 300"#));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_resolve_microseconds() {
+        let text = render(&sample());
+        assert!(text.contains(
+            r#"nexuscache_request_duration_seconds_bucket{core="0",op="get",le="0.000005"} 1"#
+        ));
+        assert!(text.contains(
+            r#"nexuscache_request_duration_seconds_bucket{core="0",op="get",le="0.0025"} 2"#
+        ));
+        assert!(text.contains(
+            r#"nexuscache_request_duration_seconds_bucket{core="0",op="set",le="+Inf"} 1"#
+        ));
+    }
+
+    #[test]
+    fn metric_names_are_unique_and_well_formed() {
+        let text = render(&sample());
+        let mut names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let before = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(before, names.len(), "duplicate family");
+        for n in names {
+            assert!(n
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Process start-up and shutdown: one pinned glommio executor per data core,
+//! a full channel mesh between them, and the control thread (this one) that
+//! waits for signals.
+//!
+//! ```text
+//! main thread (control): start cores -> wait until all bound -> wait for SIGTERM/SIGINT
+//!   core i (glommio, pinned): join mesh -> bind :port (SO_REUSEPORT) -> accept loop
+//!                             mesh receivers: execute ops other cores send here
+//!                             housekeeping: TTL sweep, watch the lifecycle flags
+//! ```
+
+pub mod core;
+pub mod lifecycle;
+pub mod platform;
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use tracing::{debug, error, info, warn};
+
+use self::core::{Core, Envelope};
+use self::lifecycle::Lifecycle;
+use crate::api::http::conn::serve_connection;
+use crate::config::Config;
+use crate::error::StartupError;
+
+/// Depth of each core-to-core channel; a full channel makes the sender wait.
+const MESH_CHANNEL_DEPTH: usize = 1024;
+/// Pending connections per core's listener before the kernel refuses more.
+const LISTEN_BACKLOG: i32 = 4096;
+/// How often cores look at the lifecycle flags.
+const LIFECYCLE_POLL: Duration = Duration::from_millis(25);
+/// How long /readyz answers 503 before listeners close, so load balancers
+/// stop sending new connections before they would be refused.
+const PRE_STOP_DELAY: Duration = Duration::from_millis(300);
+
+/// What a core reports to the control thread once it can serve.
+type StartReport = Result<usize, StartupError>;
+
+/// Run a node until SIGTERM/SIGINT; returns after a clean drain.
+pub fn serve(config: Config) -> Result<(), StartupError> {
+    let config = Arc::new(config);
+    platform::ensure_memlock(config.cores())?;
+    platform::probe_io_uring()?;
+    ensure_port_free(config.http_addr())?;
+
+    let lifecycle = Arc::new(Lifecycle::default());
+    let signals = install_signal_handler(lifecycle.clone())?;
+    let mesh = MeshBuilder::<Envelope, _>::full(config.cores(), MESH_CHANNEL_DEPTH);
+    let (report_tx, report_rx) = crossbeam_channel::unbounded::<StartReport>();
+
+    let mut handles = Vec::with_capacity(config.cores());
+    for (id, &cpu) in config.cpus.iter().enumerate() {
+        let placement = if config.pin {
+            Placement::Fixed(cpu)
+        } else {
+            Placement::Unbound
+        };
+        let (config, lifecycle, mesh, report) = (
+            config.clone(),
+            lifecycle.clone(),
+            mesh.clone(),
+            report_tx.clone(),
+        );
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("nc-core-{id}"))
+            .io_memory(platform::IO_MEMORY)
+            .spawn(move || run_core(id, config, lifecycle, mesh, report))
+            .map_err(|e| StartupError::Executor {
+                core: id,
+                message: format!(
+                    "{e}; glommio needs io_uring and locked memory (`ulimit -l unlimited`)"
+                ),
+            })?;
+        handles.push(handle);
+    }
+    drop(report_tx);
+
+    let mut started = 0;
+    while started < config.cores() {
+        match report_rx.recv() {
+            Ok(Ok(_)) => started += 1,
+            Ok(Err(e)) => {
+                lifecycle.start_closing();
+                join_cores(handles);
+                return Err(e);
+            }
+            Err(_) => {
+                join_cores(handles);
+                return Err(StartupError::Other(
+                    "a data core exited during start-up".into(),
+                ));
+            }
+        }
+    }
+    info!(
+        http = %config.http_addr(),
+        cores = config.cores(),
+        cpus = ?config.cpus,
+        max_memory = config.max_memory,
+        "nexuscache ready"
+    );
+
+    // The control thread has nothing else to do yet: wait for a signal.
+    let signal = signals.recv();
+    info!(?signal, "draining: /readyz now 503");
+    std::thread::sleep(PRE_STOP_DELAY);
+    lifecycle.start_closing();
+    join_cores(handles);
+    info!("all cores drained; exiting");
+    Ok(())
+}
+
+fn join_cores(handles: Vec<glommio::ExecutorJoinHandle<()>>) {
+    for handle in handles {
+        if let Err(e) = handle.join() {
+            error!("data core failed: {e}");
+        }
+    }
+}
+
+/// SO_REUSEPORT would let us share a port with a stray process of the same
+/// user and silently split its traffic; a plain bind first rules that out.
+fn ensure_port_free(addr: SocketAddr) -> Result<(), StartupError> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|source| StartupError::Bind { addr, source })
+}
+
+/// A listening socket on the shared port. Every core binds its own with
+/// SO_REUSEPORT and the kernel spreads new connections across them.
+fn bind_shared(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket)
+}
+
+/// SIGTERM/SIGINT set the draining flag and wake the control thread.
+fn install_signal_handler(
+    lifecycle: Arc<Lifecycle>,
+) -> Result<crossbeam_channel::Receiver<i32>, StartupError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| StartupError::Other(format!("cannot install signal handlers: {e}")))?;
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("nc-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                lifecycle.start_draining();
+                let _ = tx.send(signal);
+            }
+        })
+        .map_err(|e| StartupError::Other(format!("cannot start signal thread: {e}")))?;
+    Ok(rx)
+}
+
+async fn run_core(
+    id: usize,
+    config: Arc<Config>,
+    lifecycle: Arc<Lifecycle>,
+    mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
+    report: crossbeam_channel::Sender<StartReport>,
+) {
+    let (senders, mut receivers) = match mesh.join().await {
+        Ok(joined) => joined,
+        Err(_) => {
+            let _ = report.send(Err(StartupError::Executor {
+                core: id,
+                message: "could not join the core mesh".into(),
+            }));
+            return;
+        }
+    };
+    let core = Rc::new(Core::new(id, config.clone(), lifecycle.clone(), senders));
+
+    // Serve ops from every other core for as long as any core may send.
+    let mut mesh_tasks = Vec::new();
+    for (_, mut stream) in receivers.streams() {
+        let core = core.clone();
+        mesh_tasks.push(glommio::spawn_local(async move {
+            while let Some(envelope) = stream.next().await {
+                let reply = core.execute(envelope.op);
+                let _ = envelope.reply.send(reply);
+            }
+        }));
+    }
+
+    let listener = match bind_shared(config.http_addr()) {
+        Ok(l) => l,
+        Err(source) => {
+            let _ = report.send(Err(StartupError::Bind {
+                addr: config.http_addr(),
+                source,
+            }));
+            return;
+        }
+    };
+    let listener_fd = listener.as_raw_fd();
+    // SAFETY: the fd is a bound, listening socket that the glommio listener
+    // takes ownership of; `listener` (the socket2 handle) is forgotten below
+    // so the fd is closed exactly once, by glommio.
+    let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+    let housekeeping = glommio::spawn_local(housekeeping(core.clone(), listener_fd));
+    let _ = report.send(Ok(id));
+
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(serve_connection(core.clone(), stream)).detach();
+            }
+            Err(e) => {
+                if core.lifecycle.is_closing() {
+                    break;
+                }
+                // EMFILE and friends: back off instead of spinning.
+                warn!(core = id, "accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    debug!(core = id, "listener closed; draining connections");
+
+    let deadline = Instant::now() + config.shutdown_grace();
+    while core.open_connections() > 0 && Instant::now() < deadline {
+        core.stop_reading_connections();
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    if core.open_connections() > 0 {
+        warn!(
+            core = id,
+            open = core.open_connections(),
+            "shutdown grace passed with connections still open"
+        );
+    }
+    // Other cores may still forward ops for their last requests; keep
+    // answering until every core has drained its clients.
+    lifecycle.core_drained();
+    while lifecycle.cores_drained() < core.cores && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    housekeeping.cancel().await;
+    for task in mesh_tasks {
+        task.cancel().await;
+    }
+}
+
+/// Per-core background work: expire entries and follow the lifecycle.
+async fn housekeeping(core: Rc<Core>, listener_fd: std::os::fd::RawFd) {
+    let sweep_every = core.config.sweep_interval();
+    let mut next_sweep = Instant::now() + sweep_every;
+    loop {
+        glommio::timer::sleep(LIFECYCLE_POLL.min(sweep_every)).await;
+        if !core.is_draining() && core.lifecycle.is_draining() {
+            core.set_draining();
+        }
+        if core.lifecycle.is_closing() {
+            // Wakes the accept loop: accept on a shut-down listener fails.
+            // SAFETY: the listener outlives this task (cancelled after the
+            // accept loop ends); shutdown(2) does not close the fd.
+            unsafe { libc::shutdown(listener_fd, libc::SHUT_RDWR) };
+            core.stop_reading_connections();
+        }
+        if Instant::now() >= next_sweep {
+            // Cover the whole shard in about 16 sweeps, in slices that keep
+            // each pause short.
+            let mut budget = (core.shard_len() / 16).max(4096);
+            while budget > 0 {
+                let slice = budget.min(4096);
+                core.sweep(slice);
+                budget -= slice;
+                glommio::yield_if_needed().await;
+            }
+            next_sweep = Instant::now() + sweep_every;
+        }
+    }
+}
