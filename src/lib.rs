@@ -28,3 +28,9 @@ pub mod routing;
 pub mod runtime;
 /// One core's LRU + TTL shard (pure).
 pub mod store;
+
+/// Generated protobuf messages and tonic client for `nexuscache.v1`.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("nexuscache.v1");
+}
