@@ -24,6 +24,15 @@ pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 1000;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+/// The gRPC port defaults to the HTTP port plus this, so local nodes on
+/// 9999/9998/9997 get 10999/10998/10997 without more flags.
+/// Smallest per-core budget accepted for `--max-memory`.
+pub const MIN_SHARD_BYTES: u64 = 4096;
+pub const GRPC_PORT_OFFSET: u16 = 1000;
+pub const DEFAULT_VNODES: usize = 50;
+pub const DEFAULT_LEASE_TTL_SECS: u64 = 10;
+pub const DEFAULT_PEER_CONNECT_TIMEOUT_MS: u64 = 200;
+pub const DEFAULT_PEER_TIMEOUT_MS: u64 = 500;
 
 /// Flags of `nexuscache serve`. Every one can also come from the environment
 /// variable named beside it, or from the `--config` file under the same name
@@ -77,13 +86,40 @@ pub struct ServeArgs {
     /// After SIGTERM/SIGINT, wait at most this long for in-flight requests, in seconds [default: 10].
     #[arg(long, env = "NEXUSCACHE_SHUTDOWN_GRACE", value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
+    /// gRPC port for peers and programs, shared by every core [default: HTTP port + 1000].
+    #[arg(long, env = "NEXUSCACHE_GRPC_PORT", value_name = "PORT")]
+    pub grpc_port: Option<u16>,
+    /// This node's name in the cluster [default: <advertise-host>:<http-port>].
+    #[arg(long, env = "NEXUSCACHE_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Host or IP other nodes use to reach this one [default: the --bind address].
+    #[arg(long, env = "NEXUSCACHE_ADVERTISE_HOST", value_name = "HOST")]
+    pub advertise_host: Option<String>,
+    /// etcd endpoints for discovery, comma-separated host:port [default: none].
+    #[arg(long, env = "NEXUSCACHE_ETCD", value_name = "HOST:PORT,...")]
+    pub etcd: Option<String>,
+    /// Static membership when etcd is not used: name=http_host:port[/grpc_host:port],...
+    #[arg(long, env = "NEXUSCACHE_PEERS", value_name = "LIST")]
+    pub peers: Option<String>,
+    /// Virtual nodes per member on the consistent-hash ring [default: 50].
+    #[arg(long, env = "NEXUSCACHE_VNODES", value_name = "N")]
+    pub vnodes: Option<usize>,
+    /// etcd lease TTL for this node's registration, in seconds [default: 10].
+    #[arg(long, env = "NEXUSCACHE_LEASE_TTL", value_name = "SECONDS")]
+    pub lease_ttl: Option<u64>,
+    /// Give up connecting to a peer after this long, in milliseconds [default: 200].
+    #[arg(long, env = "NEXUSCACHE_PEER_CONNECT_TIMEOUT_MS", value_name = "MS")]
+    pub peer_connect_timeout_ms: Option<u64>,
+    /// Give up on a request to a peer after this long, in milliseconds [default: 500].
+    #[arg(long, env = "NEXUSCACHE_PEER_TIMEOUT_MS", value_name = "MS")]
+    pub peer_timeout_ms: Option<u64>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
 }
 
 /// The `--config` file: the same names as the flags, all optional.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub bind: Option<IpAddr>,
@@ -100,10 +136,19 @@ pub struct FileConfig {
     pub idle_timeout: Option<u64>,
     pub header_timeout: Option<u64>,
     pub shutdown_grace: Option<u64>,
+    pub grpc_port: Option<u16>,
+    pub node_name: Option<String>,
+    pub advertise_host: Option<String>,
+    pub etcd: Option<String>,
+    pub peers: Option<String>,
+    pub vnodes: Option<usize>,
+    pub lease_ttl: Option<u64>,
+    pub peer_connect_timeout_ms: Option<u64>,
+    pub peer_timeout_ms: Option<u64>,
 }
 
 /// A size in a TOML file may be a number of bytes or a string with a suffix.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum SizeValue {
     Bytes(u64),
@@ -120,7 +165,7 @@ impl SizeValue {
 }
 
 /// Validated settings of one node; built once at start-up.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub bind: IpAddr,
     pub http_port: u16,
@@ -136,9 +181,39 @@ pub struct Config {
     pub idle_timeout_secs: u64,
     pub header_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
+    pub grpc_port: u16,
+    pub node_name: String,
+    pub advertise_host: String,
+    /// Empty: no etcd (static peers or a single node).
+    pub etcd: Vec<String>,
+    /// Unparsed static membership list (parsed by the control module).
+    pub peers: String,
+    pub vnodes: usize,
+    pub lease_ttl_secs: u64,
+    pub peer_connect_timeout_ms: u64,
+    pub peer_timeout_ms: u64,
 }
 
 impl Config {
+    pub fn grpc_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.grpc_port)
+    }
+    /// The addresses other nodes use to reach this one.
+    pub fn advertised_http(&self) -> String {
+        format!("{}:{}", self.advertise_host, self.http_port)
+    }
+    pub fn advertised_grpc(&self) -> String {
+        format!("{}:{}", self.advertise_host, self.grpc_port)
+    }
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs)
+    }
+    pub fn peer_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.peer_connect_timeout_ms)
+    }
+    pub fn peer_timeout(&self) -> Duration {
+        Duration::from_millis(self.peer_timeout_ms)
+    }
     pub fn cores(&self) -> usize {
         self.cpus.len()
     }
@@ -165,8 +240,43 @@ impl Config {
         self.max_memory / self.cores() as u64
     }
 
+    /// The effective settings in the `--config` file format, so the output
+    /// can be saved and loaded back as it is.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let mut cpus = self.cpus.clone();
+        cpus.sort_unstable();
+        cpus.dedup();
+        let cpuset = cpus
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let file = FileConfig {
+            bind: Some(self.bind),
+            http_port: Some(self.http_port),
+            cores: Some(self.cores()),
+            cpuset: Some(cpuset),
+            no_pin: Some(!self.pin),
+            max_memory: Some(SizeValue::Bytes(self.max_memory)),
+            max_key_bytes: Some(self.max_key_bytes),
+            max_value_bytes: Some(SizeValue::Bytes(self.max_value_bytes)),
+            ttl_jitter: Some(self.ttl_jitter),
+            ttl_jitter_max: Some(self.ttl_jitter_max_secs),
+            sweep_interval_ms: Some(self.sweep_interval_ms),
+            idle_timeout: Some(self.idle_timeout_secs),
+            header_timeout: Some(self.header_timeout_secs),
+            shutdown_grace: Some(self.shutdown_grace_secs),
+            grpc_port: Some(self.grpc_port),
+            node_name: Some(self.node_name.clone()),
+            advertise_host: Some(self.advertise_host.clone()),
+            etcd: Some(self.etcd.join(",")),
+            peers: Some(self.peers.clone()),
+            vnodes: Some(self.vnodes),
+            lease_ttl: Some(self.lease_ttl_secs),
+            peer_connect_timeout_ms: Some(self.peer_connect_timeout_ms),
+            peer_timeout_ms: Some(self.peer_timeout_ms),
+        };
+        toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 
     /// Resolve flags (with env already folded in by clap) over the optional
@@ -210,15 +320,69 @@ impl Config {
         // CPUs); cores then share CPUs round-robin.
         let cpus = (0..cores).map(|i| allowed[i % allowed.len()]).collect();
 
+        let bind = args
+            .bind
+            .or(file.bind)
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let http_port = args
+            .http_port
+            .or(file.http_port)
+            .unwrap_or(DEFAULT_HTTP_PORT);
+        let grpc_port = match args.grpc_port.or(file.grpc_port) {
+            Some(p) => p,
+            None => http_port.checked_add(GRPC_PORT_OFFSET).ok_or_else(|| {
+                invalid(
+                    "--grpc-port",
+                    "HTTP port + 1000 is past 65535; set it explicitly",
+                )
+            })?,
+        };
+        let advertise_host = match args.advertise_host.clone().or(file.advertise_host) {
+            Some(h) => h,
+            None if bind.is_unspecified() => {
+                return Err(invalid(
+                    "--advertise-host",
+                    "required when binding to an unspecified address",
+                ))
+            }
+            None => bind.to_string(),
+        };
+        let node_name = args
+            .node_name
+            .clone()
+            .or(file.node_name)
+            .unwrap_or_else(|| format!("{advertise_host}:{http_port}"));
+        let etcd: Vec<String> = args
+            .etcd
+            .clone()
+            .or(file.etcd)
+            .unwrap_or_default()
+            .split(',')
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+
         let config = Config {
-            bind: args
-                .bind
-                .or(file.bind)
-                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
-            http_port: args
-                .http_port
-                .or(file.http_port)
-                .unwrap_or(DEFAULT_HTTP_PORT),
+            bind,
+            http_port,
+            grpc_port,
+            node_name,
+            advertise_host,
+            etcd,
+            peers: args.peers.clone().or(file.peers).unwrap_or_default(),
+            vnodes: args.vnodes.or(file.vnodes).unwrap_or(DEFAULT_VNODES),
+            lease_ttl_secs: args
+                .lease_ttl
+                .or(file.lease_ttl)
+                .unwrap_or(DEFAULT_LEASE_TTL_SECS),
+            peer_connect_timeout_ms: args
+                .peer_connect_timeout_ms
+                .or(file.peer_connect_timeout_ms)
+                .unwrap_or(DEFAULT_PEER_CONNECT_TIMEOUT_MS),
+            peer_timeout_ms: args
+                .peer_timeout_ms
+                .or(file.peer_timeout_ms)
+                .unwrap_or(DEFAULT_PEER_TIMEOUT_MS),
             cpus,
             pin: !(args.no_pin || file.no_pin.unwrap_or(false)),
             max_memory,
@@ -257,8 +421,29 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), StartupError> {
-        if self.http_port == 0 {
-            return Err(invalid("--http-port", "must be 1-65535"));
+        if self.http_port == 0 || self.grpc_port == 0 {
+            return Err(invalid("--http-port/--grpc-port", "must be 1-65535"));
+        }
+        if self.http_port == self.grpc_port {
+            return Err(invalid("--grpc-port", "must differ from --http-port"));
+        }
+        if self.node_name.is_empty() || self.node_name.contains('/') {
+            return Err(invalid(
+                "--node-name",
+                "must be non-empty and contain no '/'",
+            ));
+        }
+        if self.vnodes == 0 || self.vnodes > 4096 {
+            return Err(invalid("--vnodes", "must be 1 to 4096"));
+        }
+        if self.lease_ttl_secs < 2 {
+            return Err(invalid("--lease-ttl", "must be at least 2 seconds"));
+        }
+        if self.peer_connect_timeout_ms == 0 || self.peer_timeout_ms == 0 {
+            return Err(invalid(
+                "--peer-connect-timeout-ms/--peer-timeout-ms",
+                "must be at least 1 ms",
+            ));
         }
         if self.max_key_bytes == 0 || self.max_key_bytes > 64 * 1024 {
             return Err(invalid("--max-key-bytes", "must be 1 to 65536"));
@@ -278,17 +463,17 @@ impl Config {
                 "must be at least 1 second",
             ));
         }
-        let min_shard = self.max_key_bytes as u64 + self.max_value_bytes + 1024;
-        if self.shard_capacity() < min_shard {
+        // A shard smaller than the largest entry is allowed (such writes
+        // get 413), but a shard that cannot hold anything is a mistake.
+        if self.shard_capacity() < MIN_SHARD_BYTES {
             return Err(invalid(
                 "--max-memory",
                 format!(
-                    "{} bytes over {} cores leaves {} bytes per core, less than one \
-                     largest entry ({} bytes); raise --max-memory or lower --max-value-bytes",
+                    "{} bytes over {} cores leaves {} bytes per core; give each core at least {} bytes",
                     self.max_memory,
                     self.cores(),
                     self.shard_capacity(),
-                    min_shard
+                    MIN_SHARD_BYTES
                 ),
             ));
         }

@@ -200,6 +200,14 @@ fn gauge(labels: Vec<LabelPair>, value: f64) -> Metric {
     m
 }
 
+/// Name, help, type and value of a family with one sample per core.
+type PerCoreSpec = (
+    &'static str,
+    &'static str,
+    MetricType,
+    fn(&ShardStats, &CoreSnapshot) -> u64,
+);
+
 /// One gauge or counter family with one sample per core.
 fn per_core(
     name: &str,
@@ -289,12 +297,7 @@ pub fn render(cores: &[(ShardStats, CoreSnapshot)]) -> String {
     ));
     let c = MetricType::COUNTER;
     let g = MetricType::GAUGE;
-    let specs: [(
-        &str,
-        &str,
-        MetricType,
-        fn(&ShardStats, &CoreSnapshot) -> u64,
-    ); 11] = [
+    let specs: [PerCoreSpec; 10] = [
         (
             "nexuscache_cache_size_bytes",
             "Bytes charged to cached entries (key + value + per-entry overhead).",
@@ -355,25 +358,16 @@ pub fn render(cores: &[(ShardStats, CoreSnapshot)]) -> String {
             c,
             |_, m| m.connections_total,
         ),
-        (
-            "nexuscache_cores",
-            "Data cores (executors) of this node.",
-            g,
-            |_, _| 1,
-        ),
     ];
     for (name, help, kind, value) in specs {
-        if name == "nexuscache_cores" {
-            families.push(family(
-                name,
-                help,
-                g,
-                vec![gauge(vec![], cores.len() as f64)],
-            ));
-        } else {
-            families.push(per_core(name, help, kind, cores, value));
-        }
+        families.push(per_core(name, help, kind, cores, value));
     }
+    families.push(family(
+        "nexuscache_cores",
+        "Data cores (executors) of this node.",
+        g,
+        vec![gauge(vec![], cores.len() as f64)],
+    ));
     families.push(family(
         "nexuscache_build_info",
         "Always 1; the version label tells which build is running.",

@@ -74,6 +74,7 @@ async fn run(core: &Core, stream: &mut TcpStream) -> io::Result<()> {
     };
     let mut out = Vec::with_capacity(INITIAL_BUFFER);
     let mut continue_sent = false;
+    let mut partial_since: Option<Instant> = None;
     loop {
         let mut close = false;
         while input.start < input.end {
@@ -103,9 +104,21 @@ async fn run(core: &Core, stream: &mut TcpStream) -> io::Result<()> {
         if close {
             return Ok(());
         }
+        // A started request must be complete within the header timeout as a
+        // whole (not per read), or a client trickling bytes could hold the
+        // connection forever.
         let timeout = if input.start < input.end {
-            core.config.header_timeout()
+            let since = *partial_since.get_or_insert_with(Instant::now);
+            let left = core.config.header_timeout().saturating_sub(since.elapsed());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request not completed within the header timeout",
+                ));
+            }
+            left
         } else {
+            partial_since = None;
             core.config.idle_timeout()
         };
         stream.set_read_timeout(Some(timeout))?;
