@@ -7,7 +7,9 @@
 //! [`render`] turns the snapshots into Prometheus text through the
 //! `prometheus` crate's encoder, one family per name with a `core` label.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::proto::{
@@ -18,7 +20,7 @@ use prometheus::{Encoder, TextEncoder};
 use crate::store::ShardStats;
 
 /// What a request did, as a bounded label value (never a key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OpKind {
     Get,
     Set,
@@ -79,9 +81,62 @@ pub const LATENCY_BUCKETS: [f64; 20] = [
 ];
 const N_OPS: usize = OpKind::ALL.len();
 
+/// How a request to a peer node ended, as a bounded label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerOutcome {
+    Ok,
+    /// Could not connect (or the connection is in its back-off window).
+    Unreachable,
+    Timeout,
+    /// The peer answered with an error status or broke the protocol.
+    Error,
+}
+
+impl PeerOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerOutcome::Ok => "ok",
+            PeerOutcome::Unreachable => "unreachable",
+            PeerOutcome::Timeout => "timeout",
+            PeerOutcome::Error => "error",
+        }
+    }
+}
+
+/// Latency histogram counts: non-cumulative buckets (last is +Inf) and sum.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyCounts {
+    pub buckets: Vec<u64>,
+    pub sum: f64,
+}
+
+impl LatencyCounts {
+    fn observe(&mut self, elapsed: Duration) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; LATENCY_BUCKETS.len() + 1];
+        }
+        let secs = elapsed.as_secs_f64();
+        self.buckets[bucket_of(secs)] += 1;
+        self.sum += secs;
+    }
+}
+
+fn bucket_of(secs: f64) -> usize {
+    LATENCY_BUCKETS
+        .iter()
+        .position(|&le| secs <= le)
+        .unwrap_or(LATENCY_BUCKETS.len())
+}
+
+/// Peer series are keyed by peer name: bounded by the cluster size.
+type PeerKey = (Arc<str>, OpKind);
+
 /// One core's counters. Not `Sync` on purpose: only its core writes it.
 #[derive(Debug)]
 pub struct CoreMetrics {
+    peer_requests: RefCell<HashMap<(Arc<str>, OpKind, PeerOutcome), u64>>,
+    peer_latency: RefCell<HashMap<PeerKey, LatencyCounts>>,
+    ring_members: Cell<u64>,
     requests: [[Cell<u64>; STATUS_SLOTS]; N_OPS],
     /// Per op: non-cumulative bucket counts, the last slot is +Inf.
     latency_buckets: [[Cell<u64>; LATENCY_BUCKETS.len() + 1]; N_OPS],
@@ -94,6 +149,9 @@ pub struct CoreMetrics {
 impl Default for CoreMetrics {
     fn default() -> Self {
         CoreMetrics {
+            peer_requests: Default::default(),
+            peer_latency: Default::default(),
+            ring_members: Cell::new(1),
             requests: Default::default(),
             latency_buckets: Default::default(),
             latency_sum: Default::default(),
@@ -112,13 +170,32 @@ impl CoreMetrics {
     pub fn record_request(&self, op: OpKind, status: u16, elapsed: Duration) {
         bump(&self.requests[op.index()][status_slot(status)], 1);
         let secs = elapsed.as_secs_f64();
-        let bucket = LATENCY_BUCKETS
-            .iter()
-            .position(|&le| secs <= le)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        bump(&self.latency_buckets[op.index()][bucket], 1);
+        bump(&self.latency_buckets[op.index()][bucket_of(secs)], 1);
         let sum = &self.latency_sum[op.index()];
         sum.set(sum.get() + secs);
+    }
+
+    pub fn record_peer_request(
+        &self,
+        peer: &Arc<str>,
+        op: OpKind,
+        outcome: PeerOutcome,
+        elapsed: Duration,
+    ) {
+        *self
+            .peer_requests
+            .borrow_mut()
+            .entry((peer.clone(), op, outcome))
+            .or_default() += 1;
+        self.peer_latency
+            .borrow_mut()
+            .entry((peer.clone(), op))
+            .or_default()
+            .observe(elapsed);
+    }
+
+    pub fn set_ring_members(&self, members: usize) {
+        self.ring_members.set(members as u64);
     }
 
     pub fn record_cross_core(&self) {
@@ -152,6 +229,19 @@ impl CoreMetrics {
             cross_core: self.cross_core.get(),
             connections_active: self.connections_active.get(),
             connections_total: self.connections_total.get(),
+            peer_requests: self
+                .peer_requests
+                .borrow()
+                .iter()
+                .map(|((peer, op, outcome), n)| (peer.to_string(), *op, *outcome, *n))
+                .collect(),
+            peer_latency: self
+                .peer_latency
+                .borrow()
+                .iter()
+                .map(|((peer, op), counts)| (peer.to_string(), *op, counts.clone()))
+                .collect(),
+            ring_members: self.ring_members.get(),
         }
     }
 }
@@ -166,6 +256,9 @@ pub struct CoreSnapshot {
     pub cross_core: u64,
     pub connections_active: u64,
     pub connections_total: u64,
+    pub peer_requests: Vec<(String, OpKind, PeerOutcome, u64)>,
+    pub peer_latency: Vec<(String, OpKind, LatencyCounts)>,
+    pub ring_members: u64,
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -197,6 +290,29 @@ fn gauge(labels: Vec<LabelPair>, value: f64) -> Metric {
     g.set_value(value);
     let mut m = Metric::from_label(labels);
     m.set_gauge(g);
+    m
+}
+
+fn histogram(labels: Vec<LabelPair>, buckets: &[u64], sum: f64) -> Metric {
+    let mut cumulative = 0;
+    let mut hist = Histogram::default();
+    hist.set_bucket(
+        LATENCY_BUCKETS
+            .iter()
+            .zip(buckets)
+            .map(|(&le, &n)| {
+                cumulative += n;
+                let mut b = Bucket::default();
+                b.set_upper_bound(le);
+                b.set_cumulative_count(cumulative);
+                b
+            })
+            .collect(),
+    );
+    hist.set_sample_count(buckets.iter().sum());
+    hist.set_sample_sum(sum);
+    let mut m = Metric::from_label(labels);
+    m.set_histogram(hist);
     m
 }
 
@@ -261,25 +377,12 @@ pub fn render(cores: &[(ShardStats, CoreSnapshot)]) -> String {
             if total == 0 && !matches!(op, OpKind::Get | OpKind::Set) {
                 continue;
             }
-            let mut cumulative = 0;
-            let mut hist = Histogram::default();
-            hist.set_bucket(
-                LATENCY_BUCKETS
-                    .iter()
-                    .zip(buckets)
-                    .map(|(&le, &n)| {
-                        cumulative += n;
-                        let mut b = Bucket::default();
-                        b.set_upper_bound(le);
-                        b.set_cumulative_count(cumulative);
-                        b
-                    })
-                    .collect(),
+            let sum = snap.latency_sum.get(op.index()).copied().unwrap_or(0.0);
+            let m = histogram(
+                vec![label("core", &core), label("op", op.label())],
+                buckets,
+                sum,
             );
-            hist.set_sample_count(total);
-            hist.set_sample_sum(snap.latency_sum.get(op.index()).copied().unwrap_or(0.0));
-            let mut m = Metric::from_label(vec![label("core", &core), label("op", op.label())]);
-            m.set_histogram(hist);
             latencies.push(m);
         }
     }
@@ -362,6 +465,54 @@ pub fn render(cores: &[(ShardStats, CoreSnapshot)]) -> String {
     for (name, help, kind, value) in specs {
         families.push(per_core(name, help, kind, cores, value));
     }
+    let mut peer_requests = Vec::new();
+    let mut peer_latency = Vec::new();
+    for (_, snap) in cores {
+        let core = snap.core.to_string();
+        for (peer, op, outcome, n) in &snap.peer_requests {
+            peer_requests.push(counter(
+                vec![
+                    label("core", &core),
+                    label("peer", peer),
+                    label("op", op.label()),
+                    label("status", outcome.label()),
+                ],
+                *n,
+            ));
+        }
+        for (peer, op, counts) in &snap.peer_latency {
+            peer_latency.push(histogram(
+                vec![
+                    label("core", &core),
+                    label("peer", peer),
+                    label("op", op.label()),
+                ],
+                &counts.buckets,
+                counts.sum,
+            ));
+        }
+    }
+    families.push(family(
+        "nexuscache_peer_requests_total",
+        "Requests this node forwarded to the key's owner node, by peer, operation and outcome.",
+        MetricType::COUNTER,
+        peer_requests,
+    ));
+    families.push(family(
+        "nexuscache_peer_request_duration_seconds",
+        "Time for a forwarded request to come back from the owner node.",
+        MetricType::HISTOGRAM,
+        peer_latency,
+    ));
+    families.push(family(
+        "nexuscache_ring_members",
+        "Nodes in this node's current view of the consistent-hash ring.",
+        g,
+        vec![gauge(
+            vec![],
+            cores.first().map_or(1, |(_, s)| s.ring_members) as f64,
+        )],
+    ));
     families.push(family(
         "nexuscache_cores",
         "Data cores (executors) of this node.",
@@ -379,6 +530,9 @@ pub fn render(cores: &[(ShardStats, CoreSnapshot)]) -> String {
     ));
 
     families.extend(process_families());
+    // The encoder rejects a family without samples (say, peer requests on a
+    // single node, or the very first scrape): leave those out.
+    families.retain(|f| !f.get_metric().is_empty());
 
     let mut out = Vec::with_capacity(16 * 1024);
     if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
@@ -452,6 +606,33 @@ mod tests {
         assert!(text.contains(
             r#"nexuscache_request_duration_seconds_bucket{core="0",op="set",le="+Inf"} 1"#
         ));
+    }
+
+    #[test]
+    fn a_fresh_node_renders_valid_text() {
+        let m = CoreMetrics::default();
+        let text = render(&[(ShardStats::default(), m.snapshot(0))]);
+        assert!(!text.contains("encoding failed"), "{text}");
+        assert!(text.contains("nexuscache_cache_items{core=\"0\"} 0"));
+    }
+
+    #[test]
+    fn peer_series_are_labelled_by_peer_op_and_outcome() {
+        let m = CoreMetrics::default();
+        let peer: Arc<str> = Arc::from("node-b");
+        m.record_peer_request(
+            &peer,
+            OpKind::Get,
+            PeerOutcome::Timeout,
+            Duration::from_millis(3),
+        );
+        m.set_ring_members(3);
+        let text = render(&[(ShardStats::default(), m.snapshot(0))]);
+        assert!(text.contains(
+            r#"nexuscache_peer_requests_total{core="0",peer="node-b",op="get",status="timeout"} 1"#
+        ));
+        assert!(text.contains("nexuscache_peer_request_duration_seconds_count{"));
+        assert!(text.contains("nexuscache_ring_members 3"));
     }
 
     #[test]
