@@ -11,7 +11,9 @@
 
 use std::sync::Arc;
 
-use crate::transport::{CodecError, Completion, ConnCodec, Decoded, RequestId, ResponseClass, Transport};
+use crate::transport::{
+    CodecError, Completion, ConnCodec, Decoded, RequestId, ResponseClass, Transport,
+};
 use crate::workload::{Op, OpKind};
 
 /// Largest response head accepted (the server's own limit for requests).
@@ -49,7 +51,9 @@ pub fn percent_encode(input: &[u8]) -> Vec<u8> {
 /// escaping in a form body.
 pub fn make_value(len: usize) -> Vec<u8> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    (0..len).map(|i| ALPHABET[(i * 7 + i / 62) % ALPHABET.len()]).collect()
+    (0..len)
+        .map(|i| ALPHABET[(i * 7 + i / 62) % ALPHABET.len()])
+        .collect()
 }
 
 /// Appends the decimal form of `n`.
@@ -300,10 +304,18 @@ enum State {
     #[default]
     Head,
     /// Content-Length body, `remaining` bytes to skip.
-    Body { resp: Response, remaining: u64 },
-    Chunked { resp: Response, chunk: ChunkState },
+    Body {
+        resp: Response,
+        remaining: u64,
+    },
+    Chunked {
+        resp: Response,
+        chunk: ChunkState,
+    },
     /// No length: the body runs until the server closes.
-    UntilClose { resp: Response },
+    UntilClose {
+        resp: Response,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,6 +356,7 @@ fn has_token(value: &[u8], token: &str) -> bool {
 
 impl ResponseDecoder {
     /// Whether the decoder is between responses.
+    #[cfg(test)]
     pub fn is_idle(&self) -> bool {
         self.state == State::Head
     }
@@ -408,7 +421,11 @@ impl ResponseDecoder {
                         };
                         let line = &rest[..eol];
                         // Chunk extensions (";name=value") are ignored.
-                        let digits = line.split(|&b| b == b';').next().unwrap_or(&[]).trim_ascii();
+                        let digits = line
+                            .split(|&b| b == b';')
+                            .next()
+                            .unwrap_or(&[])
+                            .trim_ascii();
                         if digits.is_empty() || digits.len() > 15 {
                             return Err(CodecError::Chunked("bad chunk size"));
                         }
@@ -542,7 +559,10 @@ impl ResponseDecoder {
             }
         } else {
             State::UntilClose {
-                resp: Response { close: true, ..resp },
+                resp: Response {
+                    close: true,
+                    ..resp
+                },
             }
         };
         Ok(Some((n, Some(state))))
@@ -590,7 +610,11 @@ mod tests {
         if let Some(r) = dec.on_eof()? {
             out.push(r);
         }
-        assert!(buf.is_empty(), "left over: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            buf.is_empty(),
+            "left over: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         Ok(out)
     }
 
@@ -680,7 +704,8 @@ mod tests {
 
     #[test]
     fn informational_responses_are_skipped() {
-        let input = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+        let input =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
         let r = decode_in_steps(input, 5).unwrap();
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].status, 200);
@@ -698,9 +723,15 @@ mod tests {
             assert_eq!(r[1].status, 404);
         }
         let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
-        assert!(matches!(decode_in_steps(bad, bad.len()), Err(CodecError::Chunked(_))));
+        assert!(matches!(
+            decode_in_steps(bad, bad.len()),
+            Err(CodecError::Chunked(_))
+        ));
         let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXY";
-        assert!(matches!(decode_in_steps(bad, bad.len()), Err(CodecError::Chunked(_))));
+        assert!(matches!(
+            decode_in_steps(bad, bad.len()),
+            Err(CodecError::Chunked(_))
+        ));
     }
 
     #[test]
@@ -790,7 +821,13 @@ mod tests {
     #[test]
     fn encodes_api_requests() {
         assert_eq!(
-            encode(ApiMode::Api, Op { kind: OpKind::Read, key: 42 }),
+            encode(
+                ApiMode::Api,
+                Op {
+                    kind: OpKind::Read,
+                    key: 42
+                }
+            ),
             "GET /api/get?key=key%3A42 HTTP/1.1\r\nHost: 127.0.0.1:9999\r\n\r\n"
         );
         let value = String::from_utf8(make_value(5)).unwrap();
@@ -808,7 +845,13 @@ mod tests {
     #[test]
     fn encodes_v1_requests() {
         assert_eq!(
-            encode(ApiMode::V1, Op { kind: OpKind::Read, key: 0 }),
+            encode(
+                ApiMode::V1,
+                Op {
+                    kind: OpKind::Read,
+                    key: 0
+                }
+            ),
             "GET /v1/keys/key%3A0 HTTP/1.1\r\nHost: 127.0.0.1:9999\r\n\r\n"
         );
         let value = String::from_utf8(make_value(5)).unwrap();
@@ -825,14 +868,22 @@ mod tests {
         let mut both = OK_RESP.to_vec();
         both.extend_from_slice(MISS_RESP);
         let mut sink = Vec::new();
-        let Decoded::Done { consumed, completion } = codec.decode(&both, &mut sink).unwrap() else {
+        let Decoded::Done {
+            consumed,
+            completion,
+        } = codec.decode(&both, &mut sink).unwrap()
+        else {
             panic!("first response not decoded");
         };
         assert_eq!((completion.id, completion.class), (0, ResponseClass::Ok));
-        let Decoded::Done { completion, .. } = codec.decode(&both[consumed..], &mut sink).unwrap() else {
+        let Decoded::Done { completion, .. } = codec.decode(&both[consumed..], &mut sink).unwrap()
+        else {
             panic!("second response not decoded");
         };
-        assert_eq!((completion.id, completion.class), (1, ResponseClass::NotFound));
+        assert_eq!(
+            (completion.id, completion.class),
+            (1, ResponseClass::NotFound)
+        );
         codec.reset();
         let Decoded::Done { completion, .. } = codec.decode(OK_RESP, &mut sink).unwrap() else {
             panic!("response after reset not decoded");
@@ -842,7 +893,10 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(percent_encode(b"a-b_c.d~e:f/g h"), b"a-b_c.d~e%3Af%2Fg%20h".to_vec());
+        assert_eq!(
+            percent_encode(b"a-b_c.d~e:f/g h"),
+            b"a-b_c.d~e%3Af%2Fg%20h".to_vec()
+        );
         let v = make_value(1000);
         assert_eq!(v.len(), 1000);
         assert!(v.iter().all(u8::is_ascii_alphanumeric));

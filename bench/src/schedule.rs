@@ -37,15 +37,12 @@ impl Schedule {
         })
     }
 
-    pub fn start_ns(&self) -> u64 {
-        self.start_ns
-    }
-
     /// Intended send time of request `k` (0-based).
     #[inline]
     pub fn intended(&self, k: u64) -> u64 {
         let offset = (k as u128 * self.den) / self.num;
-        self.start_ns.saturating_add(offset.min(u64::MAX as u128) as u64)
+        self.start_ns
+            .saturating_add(offset.min(u64::MAX as u128) as u64)
     }
 
     /// How many requests are due at `now`: the number of `k` with
@@ -61,7 +58,8 @@ impl Schedule {
         count.min(u64::MAX as u128) as u64
     }
 
-    /// Mean period in nanoseconds (for display).
+    /// Mean period in nanoseconds.
+    #[cfg(test)]
     pub fn period_ns(&self) -> f64 {
         self.den as f64 / self.num as f64
     }
@@ -79,7 +77,12 @@ pub struct IntervalSpan {
 /// Splits `[start, start + warmup + duration)` into steps of `step_ns`,
 /// with a boundary exactly at the end of the warmup; the last warmup and
 /// the last measured interval may be shorter than a step.
-pub fn interval_plan(start_ns: u64, warmup_ns: u64, duration_ns: u64, step_ns: u64) -> Vec<IntervalSpan> {
+pub fn interval_plan(
+    start_ns: u64,
+    warmup_ns: u64,
+    duration_ns: u64,
+    step_ns: u64,
+) -> Vec<IntervalSpan> {
     let step = step_ns.max(1);
     let mut out = Vec::new();
     let mut push_range = |from: u64, to: u64, warmup: bool| {
@@ -116,7 +119,13 @@ mod tests {
 
     #[test]
     fn due_count_matches_intended_at_every_boundary() {
-        for &(rate, num, den) in &[(1000.0, 1u64, 1u64), (3.0, 1, 7), (123_456.7, 3, 5), (1e9, 1, 1), (5e9, 2, 3)] {
+        for &(rate, num, den) in &[
+            (1000.0, 1u64, 1u64),
+            (3.0, 1, 7),
+            (123_456.7, 3, 5),
+            (1e9, 1, 1),
+            (5e9, 2, 3),
+        ] {
             let s = Schedule::new(500, rate, num, den).unwrap();
             assert_eq!(s.due_count(499), 0);
             let mut rng = fastrand::Rng::with_seed(5);
@@ -147,7 +156,11 @@ mod tests {
         // 3 workers with 1, 2 and 2 of 5 connections: counts over 10 s sum to the total.
         let total: u64 = [1u64, 2, 2]
             .iter()
-            .map(|&n| Schedule::new(0, 1000.0, n, 5).unwrap().due_count(10_000_000_000 - 1))
+            .map(|&n| {
+                Schedule::new(0, 1000.0, n, 5)
+                    .unwrap()
+                    .due_count(10_000_000_000 - 1)
+            })
             .sum();
         assert!((9_997..=10_003).contains(&total), "{total}");
     }
@@ -164,7 +177,10 @@ mod tests {
     fn interval_plan_splits_warmup_and_measurement() {
         let s = 1_000_000_000u64;
         let plan = interval_plan(100, 1_500_000_000, 2 * s + 250_000_000, s);
-        let spans: Vec<(u64, u64, bool)> = plan.iter().map(|p| (p.start_ns, p.end_ns, p.warmup)).collect();
+        let spans: Vec<(u64, u64, bool)> = plan
+            .iter()
+            .map(|p| (p.start_ns, p.end_ns, p.warmup))
+            .collect();
         assert_eq!(
             spans,
             vec![

@@ -23,6 +23,16 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, SIGFIGS).expect("valid histogram bounds")
 }
 
+/// Adds `b` into `a`. Histograms made by `new_histogram` share bounds, so
+/// `add` cannot fail; the fallback keeps this infallible regardless.
+pub fn merge_histogram(a: &mut Histogram<u64>, b: &Histogram<u64>) {
+    if a.add(b).is_err() {
+        for v in b.iter_recorded() {
+            a.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        }
+    }
+}
+
 /// Failures by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ErrorCounts {
@@ -44,7 +54,13 @@ pub struct ErrorCounts {
 
 impl ErrorCounts {
     pub fn total(&self) -> u64 {
-        self.connect + self.timeout + self.io + self.parse + self.http_4xx + self.http_5xx + self.http_other
+        self.connect
+            + self.timeout
+            + self.io
+            + self.parse
+            + self.http_4xx
+            + self.http_5xx
+            + self.http_other
     }
 
     pub fn merge(&mut self, o: &ErrorCounts) {
@@ -127,14 +143,7 @@ impl OpStats {
     }
 
     pub fn merge(&mut self, o: &OpStats) {
-        // Both histograms share the same bounds, so adding cannot fail;
-        // `saturating` keeps this infallible in any case.
-        if self.latency_ns.add(&o.latency_ns).is_err() {
-            for v in o.latency_ns.iter_recorded() {
-                self.latency_ns
-                    .saturating_record_n(v.value_iterated_to(), v.count_at_value());
-            }
-        }
+        merge_histogram(&mut self.latency_ns, &o.latency_ns);
         self.hits += o.hits;
         self.misses += o.misses;
         self.stored += o.stored;
@@ -142,10 +151,24 @@ impl OpStats {
 }
 
 /// Everything one worker measured in one interval.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct IntervalStats {
     pub ops: [OpStats; 2],
     pub errors: ErrorCounts,
+    /// Open loop only: how late each request left relative to its intended
+    /// send time. Large values mean the generator (or its CPU) fell behind,
+    /// or every connection was busy (server slower than the rate).
+    pub send_lag_ns: Histogram<u64>,
+}
+
+impl Default for IntervalStats {
+    fn default() -> Self {
+        IntervalStats {
+            ops: Default::default(),
+            errors: ErrorCounts::default(),
+            send_lag_ns: new_histogram(),
+        }
+    }
 }
 
 impl IntervalStats {
@@ -187,6 +210,7 @@ impl IntervalStats {
             a.merge(b);
         }
         self.errors.merge(&o.errors);
+        merge_histogram(&mut self.send_lag_ns, &o.send_lag_ns);
     }
 
     /// Both operations' latencies in one histogram.
@@ -226,7 +250,10 @@ mod tests {
         assert_eq!(s.op(OpKind::Write).stored, 1);
         assert_eq!(s.op(OpKind::Write).latency_ns.len(), 1);
         assert_eq!(s.completed(), 3);
-        assert_eq!((s.errors.http_5xx, s.errors.http_4xx, s.errors.total()), (1, 1, 2));
+        assert_eq!(
+            (s.errors.http_5xx, s.errors.http_4xx, s.errors.total()),
+            (1, 1, 2)
+        );
     }
 
     #[test]
@@ -239,6 +266,7 @@ mod tests {
         }
         b.record(OpKind::Write, ResponseClass::Ok, 5);
         b.errors.timeout = 2;
+        b.send_lag_ns.saturating_record(7);
         a.errors.io = 1;
         a.merge(&b);
         let r = a.op(OpKind::Read);
@@ -253,6 +281,7 @@ mod tests {
         assert_eq!(a.errors.total(), 3);
         assert_eq!(a.errors.nonzero(), vec![("timeout", 2), ("io", 1)]);
         assert_eq!(a.combined_latency().len(), 2001);
+        assert_eq!(a.send_lag_ns.len(), 1);
     }
 
     #[test]

@@ -77,10 +77,7 @@ impl FromStr for KeyDistribution {
         if s.eq_ignore_ascii_case("uniform") {
             return Ok(KeyDistribution::Uniform);
         }
-        let Some(rest) = s
-            .strip_prefix("zipf:")
-            .or_else(|| s.strip_prefix("ZIPF:"))
-        else {
+        let Some(rest) = s.strip_prefix("zipf:").or_else(|| s.strip_prefix("ZIPF:")) else {
             return Err(WorkloadError::UnknownDistribution(s.to_string()));
         };
         let exponent: f64 = rest
@@ -209,9 +206,7 @@ impl KeySampler {
         }
         match dist {
             KeyDistribution::Uniform => Ok(KeySampler::Uniform { keys }),
-            KeyDistribution::Zipf { exponent } if exponent == 0.0 => {
-                Ok(KeySampler::Uniform { keys })
-            }
+            KeyDistribution::Zipf { exponent: 0.0 } => Ok(KeySampler::Uniform { keys }),
             KeyDistribution::Zipf { exponent } => Ok(KeySampler::Zipf(Zipf::new(keys, exponent)?)),
         }
     }
