@@ -1,10 +1,14 @@
 //! Every error a request or start-up can end in, and the one place where an
 //! error becomes an HTTP status.
 //!
-//! Handlers return `ApiError`; only [`ApiError::status`] decides the code the
-//! client sees, so the mapping cannot drift between routes.
+//! Handlers return `ApiError`; only [`ApiError::status`] (HTTP) and
+//! [`ApiError::grpc_code`] (gRPC) decide the code a client sees, side by
+//! side, so the mapping cannot drift between routes or protocols.
 
 use std::path::PathBuf;
+
+use crate::control::ControlError;
+use crate::grpc::status::Code;
 
 /// Why a client request was refused. Each variant names what was wrong so the
 /// one-line body tells the client how to fix it.
@@ -41,6 +45,12 @@ pub enum ApiError {
     EntryTooLarge(String),
     #[error("server is shutting down")]
     Draining,
+    #[error("owner node {peer} is unavailable: {reason}")]
+    OwnerUnavailable { peer: String, reason: String },
+    #[error("{0}")]
+    PeerNotFound(String),
+    #[error("membership change failed: {0}")]
+    ControlUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -56,10 +66,32 @@ impl ApiError {
             | ApiError::BodyTooLarge { .. }
             | ApiError::EntryTooLarge(_) => 413,
             ApiError::HeadTooLarge { .. } => 431,
-            ApiError::NoRoute(_) => 404,
+            ApiError::NoRoute(_) | ApiError::PeerNotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
-            ApiError::Draining => 503,
+            ApiError::Draining
+            | ApiError::OwnerUnavailable { .. }
+            | ApiError::ControlUnavailable(_) => 503,
             ApiError::Internal(_) => 500,
+        }
+    }
+
+    /// The gRPC status code for this error: the gRPC half of the one mapping.
+    pub fn grpc_code(&self) -> Code {
+        match self {
+            ApiError::MissingKey
+            | ApiError::KeyTooLong { .. }
+            | ApiError::InvalidField { .. }
+            | ApiError::Malformed(_) => Code::InvalidArgument,
+            ApiError::ValueTooLarge { .. }
+            | ApiError::BodyTooLarge { .. }
+            | ApiError::EntryTooLarge(_)
+            | ApiError::HeadTooLarge { .. } => Code::ResourceExhausted,
+            ApiError::NoRoute(_) | ApiError::MethodNotAllowed { .. } => Code::Unimplemented,
+            ApiError::PeerNotFound(_) => Code::NotFound,
+            ApiError::Draining
+            | ApiError::OwnerUnavailable { .. }
+            | ApiError::ControlUnavailable(_) => Code::Unavailable,
+            ApiError::Internal(_) => Code::Internal,
         }
     }
 
@@ -87,6 +119,19 @@ impl ApiError {
         ApiError::InvalidField {
             field,
             reason: reason.into(),
+        }
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(err: ControlError) -> ApiError {
+        match err {
+            ControlError::PeerNotFound { .. } => ApiError::PeerNotFound(err.to_string()),
+            ControlError::AddrRequired { .. }
+            | ControlError::PeerSpec(_)
+            | ControlError::Record(_)
+            | ControlError::Config(_) => ApiError::invalid("peer", err.to_string()),
+            other => ApiError::ControlUnavailable(other.to_string()),
         }
     }
 }

@@ -16,12 +16,18 @@
 pub mod api;
 /// Flags, environment and TOML file, validated once.
 pub mod config;
+/// Control thread: etcd or static membership, ring snapshots for the cores.
+pub mod control;
 /// Error enums and the one place statuses are mapped.
 pub mod error;
+/// The gRPC wire format (framing, statuses, timeouts, Cache messages); no I/O.
+pub mod grpc;
 /// Per-core counters merged at scrape into Prometheus text.
 pub mod metrics;
 /// The messages that cross cores.
 pub mod ops;
+/// Per-core gRPC clients to other nodes, over h2 on glommio.
+pub mod peer;
 /// Where a key lives: node ring and core hash (pure).
 pub mod routing;
 /// Executors, pinning, the core mesh, start-up checks and shutdown.

@@ -130,11 +130,12 @@ fn bucket_of(secs: f64) -> usize {
 
 /// Peer series are keyed by peer name: bounded by the cluster size.
 type PeerKey = (Arc<str>, OpKind);
+type PeerOutcomeKey = (Arc<str>, OpKind, PeerOutcome);
 
 /// One core's counters. Not `Sync` on purpose: only its core writes it.
 #[derive(Debug)]
 pub struct CoreMetrics {
-    peer_requests: RefCell<HashMap<(Arc<str>, OpKind, PeerOutcome), u64>>,
+    peer_requests: RefCell<HashMap<PeerOutcomeKey, u64>>,
     peer_latency: RefCell<HashMap<PeerKey, LatencyCounts>>,
     ring_members: Cell<u64>,
     requests: [[Cell<u64>; STATUS_SLOTS]; N_OPS],

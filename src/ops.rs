@@ -55,4 +55,9 @@ pub enum Reply {
     TooLarge(String),
     /// The owning core is gone (only during shutdown).
     Unavailable,
+    /// The key's owner node could not be reached or failed the request.
+    OwnerUnavailable {
+        peer: String,
+        reason: String,
+    },
 }

@@ -7,7 +7,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::RawFd;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,17 +18,63 @@ use glommio::channels::channel_mesh::Senders;
 
 use crate::api::http::route::Limits;
 use crate::config::Config;
-use crate::metrics::{CoreMetrics, CoreSnapshot};
+use crate::control::{ControlClient, RingBoard};
+use crate::metrics::{CoreMetrics, CoreSnapshot, OpKind, PeerOutcome};
 use crate::ops::{Op, Reply};
-use crate::routing::core_of;
+use crate::peer::{PeerConfig, PeerError, PeerPool, DEFAULT_RECONNECT_BACKOFF};
+use crate::routing::{core_of, NodeId, Ring};
 use crate::runtime::lifecycle::Lifecycle;
 use crate::store::{Shard, ShardStats, TtlJitter};
+
+fn peer_outcome(err: &PeerError) -> PeerOutcome {
+    match err {
+        PeerError::Connect { .. }
+        | PeerError::ConnectTimeout { .. }
+        | PeerError::Backoff { .. } => PeerOutcome::Unreachable,
+        PeerError::Timeout { .. } => PeerOutcome::Timeout,
+        _ => PeerOutcome::Error,
+    }
+}
 
 /// An op on its way to the owning core, with the channel its reply takes back.
 #[derive(Debug)]
 pub struct Envelope {
     pub op: Op,
     pub reply: oneshot::Sender<Reply>,
+}
+
+/// This core's view of the cluster: an immutable ring snapshot plus what
+/// the core derived from it once (peer addresses, its own position), so a
+/// request does one ring lookup and nothing else.
+pub struct RingView {
+    pub version: u64,
+    pub ring: Arc<Ring>,
+    /// Resolved gRPC address of each member, in `ring.members()` order.
+    grpc_addrs: Vec<Option<SocketAddr>>,
+    names: Vec<NodeId>,
+    /// Index of this node in the ring, if it is a member.
+    me: Option<usize>,
+}
+
+impl RingView {
+    fn new(version: u64, ring: Arc<Ring>, self_name: &str) -> RingView {
+        let members = ring.members();
+        RingView {
+            version,
+            grpc_addrs: members
+                .iter()
+                .map(|m| {
+                    m.grpc_addr
+                        .to_socket_addrs()
+                        .ok()
+                        .and_then(|mut a| a.next())
+                })
+                .collect(),
+            names: members.iter().map(|m| m.name.clone()).collect(),
+            me: members.iter().position(|m| &*m.name == self_name),
+            ring,
+        }
+    }
 }
 
 pub struct Core {
@@ -40,6 +88,12 @@ pub struct Core {
     jitter: TtlJitter,
     rng: RefCell<fastrand::Rng>,
     senders: Senders<Envelope>,
+    /// Clients to other nodes, one connection per peer on this core.
+    peers: PeerPool,
+    board: Arc<RingBoard>,
+    /// Asks the control thread to change membership (`/setpeer`).
+    pub control: ControlClient,
+    ring: RefCell<Rc<RingView>>,
     /// Local copy of the node-wide draining flag, refreshed by the
     /// housekeeping task, so requests never read a shared atomic.
     draining: Cell<bool>,
@@ -54,15 +108,32 @@ impl Core {
         config: Arc<Config>,
         lifecycle: Arc<Lifecycle>,
         senders: Senders<Envelope>,
+        board: Arc<RingBoard>,
+        control: ControlClient,
     ) -> Core {
+        let limits = Limits {
+            max_key_bytes: config.max_key_bytes,
+            max_value_bytes: config.max_value_bytes,
+        };
+        let peers = PeerPool::new(PeerConfig {
+            connect_timeout: config.peer_connect_timeout(),
+            request_timeout: config.peer_timeout(),
+            reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
+            max_response_bytes: crate::grpc::cache::max_message_bytes(&limits),
+        });
+        let (version, ring) = board.current();
+        let view = RingView::new(version, ring, &config.node_name);
+        let metrics = CoreMetrics::default();
+        metrics.set_ring_members(view.ring.len());
         Core {
+            peers,
+            board,
+            control,
+            ring: RefCell::new(Rc::new(view)),
             id,
             cores: config.cores(),
-            limits: Limits {
-                max_key_bytes: config.max_key_bytes,
-                max_value_bytes: config.max_value_bytes,
-            },
-            metrics: CoreMetrics::default(),
+            limits,
+            metrics,
             shard: RefCell::new(Shard::new(config.shard_capacity())),
             jitter: TtlJitter::new(config.ttl_jitter, config.ttl_jitter_max()),
             rng: RefCell::new(fastrand::Rng::new()),
@@ -75,14 +146,94 @@ impl Core {
         }
     }
 
-    /// Run `op` on the core that owns its key: here, or by message.
+    /// Run `op` wherever its key lives: on the owner node (found on the
+    /// ring), then on the owner core there.
     pub async fn call(&self, op: Op) -> Reply {
+        if let Some(key) = op.key() {
+            let view = self.ring.borrow().clone();
+            if let Some(owner) = view.ring.owner_index(key) {
+                if Some(owner) != view.me {
+                    return self.forward(&view, owner, op).await;
+                }
+            }
+        }
+        self.call_here(op).await
+    }
+
+    /// Run `op` on the core of this node that owns its key, whatever the
+    /// ring says (used for requests another node forwarded here).
+    pub async fn call_here(&self, op: Op) -> Reply {
         let owner = op.key().map_or(self.id, |k| core_of(k, self.cores));
         if owner == self.id {
             return self.execute(op);
         }
         self.metrics.record_cross_core();
         self.send(owner, op).await
+    }
+
+    /// Send `op` to the node at `owner` over this core's connection to it.
+    /// A read that fails is answered as a miss (the cache is allowed to
+    /// forget); a write that fails must tell the client it did not happen.
+    async fn forward(&self, view: &RingView, owner: usize, op: Op) -> Reply {
+        let peer = &view.names[owner];
+        let op_kind = match op {
+            Op::Get { .. } => OpKind::Get,
+            Op::Set { .. } => OpKind::Set,
+            Op::Delete { .. } => OpKind::Delete,
+            Op::Snapshot => OpKind::Other,
+        };
+        let is_read = matches!(op, Op::Get { .. });
+        let started = Instant::now();
+        let result = match view.grpc_addrs[owner] {
+            Some(addr) => self.peers.client(addr).forward(op).await.map_err(|e| {
+                let outcome = peer_outcome(&e);
+                (outcome, e.to_string())
+            }),
+            None => Err((
+                PeerOutcome::Unreachable,
+                format!(
+                    "cannot resolve its gRPC address {:?}",
+                    view.ring.members()[owner].grpc_addr
+                ),
+            )),
+        };
+        let outcome = result
+            .as_ref()
+            .map_or_else(|(o, _)| *o, |_| PeerOutcome::Ok);
+        self.metrics
+            .record_peer_request(peer, op_kind, outcome, started.elapsed());
+        match result {
+            Ok(reply) => reply,
+            Err(_) if is_read => Reply::Value(None),
+            Err((_, reason)) => Reply::OwnerUnavailable {
+                peer: peer.to_string(),
+                reason,
+            },
+        }
+    }
+
+    /// Adopt the newest ring snapshot if the control thread published one.
+    /// Called from the housekeeping timer, never per request.
+    pub fn refresh_ring(&self) {
+        if self.board.version() == self.ring.borrow().version {
+            return;
+        }
+        let (version, ring) = self.board.current();
+        let view = RingView::new(version, ring, &self.config.node_name);
+        self.metrics.set_ring_members(view.ring.len());
+        let live: Vec<SocketAddr> = view.grpc_addrs.iter().flatten().copied().collect();
+        self.peers.retain(|addr| live.contains(addr));
+        tracing::debug!(
+            core = self.id,
+            version,
+            members = view.ring.len(),
+            "ring updated"
+        );
+        *self.ring.borrow_mut() = Rc::new(view);
+    }
+
+    pub fn ring_view(&self) -> Rc<RingView> {
+        self.ring.borrow().clone()
     }
 
     async fn send(&self, core: usize, op: Op) -> Reply {

@@ -29,7 +29,9 @@ use self::core::{Core, Envelope};
 use self::lifecycle::Lifecycle;
 use crate::api::http::conn::serve_connection;
 use crate::config::Config;
+use crate::control::{self, ControlClient, ControlConfig, RingBoard};
 use crate::error::StartupError;
+use crate::routing::Member;
 
 /// Depth of each core-to-core channel; a full channel makes the sender wait.
 const MESH_CHANNEL_DEPTH: usize = 1024;
@@ -37,9 +39,21 @@ const MESH_CHANNEL_DEPTH: usize = 1024;
 const LISTEN_BACKLOG: i32 = 4096;
 /// How often cores look at the lifecycle flags.
 const LIFECYCLE_POLL: Duration = Duration::from_millis(25);
+/// How long start-up waits for etcd's membership before serving anyway.
+const ETCD_SYNC_WAIT: Duration = Duration::from_secs(2);
 /// How long /readyz answers 503 before listeners close, so load balancers
 /// stop sending new connections before they would be refused.
 const PRE_STOP_DELAY: Duration = Duration::from_millis(300);
+
+/// What every core gets a handle to: read-mostly state owned by the control
+/// thread, which cores look at from their housekeeping timer.
+#[derive(Clone)]
+struct NodeShared {
+    config: Arc<Config>,
+    lifecycle: Arc<Lifecycle>,
+    board: Arc<RingBoard>,
+    control: ControlClient,
+}
 
 /// What a core reports to the control thread once it can serve.
 type StartReport = Result<usize, StartupError>;
@@ -50,9 +64,32 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
     platform::ensure_memlock(config.cores())?;
     platform::probe_io_uring()?;
     ensure_port_free(config.http_addr())?;
+    ensure_port_free(config.grpc_addr())?;
+
+    let me = Member {
+        name: config.node_name.as_str().into(),
+        http_addr: config.advertised_http(),
+        grpc_addr: config.advertised_grpc(),
+        cores: config.cores() as u32,
+    };
+    let board = RingBoard::new(control::initial_ring(&me, config.vnodes));
+    let mut control_config = ControlConfig::new(me);
+    control_config.etcd_endpoints = config.etcd.clone();
+    control_config.lease_ttl = config.lease_ttl();
+    control_config.vnodes = config.vnodes;
+    control_config.static_peers = control::parse_static_peers(&config.peers)
+        .map_err(|e| StartupError::Config(format!("--peers: {e}")))?;
+    let control = control::spawn_control(control_config, board.clone())
+        .map_err(|e| StartupError::Other(format!("cannot start the control thread: {e}")))?;
 
     let lifecycle = Arc::new(Lifecycle::default());
     let signals = install_signal_handler(lifecycle.clone())?;
+    let node = NodeShared {
+        config: config.clone(),
+        lifecycle: lifecycle.clone(),
+        board,
+        control: control.client(),
+    };
     let mesh = MeshBuilder::<Envelope, _>::full(config.cores(), MESH_CHANNEL_DEPTH);
     let (report_tx, report_rx) = crossbeam_channel::unbounded::<StartReport>();
 
@@ -63,16 +100,11 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
         } else {
             Placement::Unbound
         };
-        let (config, lifecycle, mesh, report) = (
-            config.clone(),
-            lifecycle.clone(),
-            mesh.clone(),
-            report_tx.clone(),
-        );
+        let (node, mesh, report) = (node.clone(), mesh.clone(), report_tx.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("nc-core-{id}"))
             .io_memory(platform::IO_MEMORY)
-            .spawn(move || run_core(id, config, lifecycle, mesh, report))
+            .spawn(move || run_core(id, node, mesh, report))
             .map_err(|e| StartupError::Executor {
                 core: id,
                 message: format!(
@@ -100,8 +132,16 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
             }
         }
     }
+    // Serve with the membership etcd has now rather than a lonely ring, but
+    // never wait long: a node must start while etcd is down.
+    if !config.etcd.is_empty() && !control.wait_synced(ETCD_SYNC_WAIT) {
+        warn!("etcd not reachable yet; serving with the last known ring and retrying");
+    }
     info!(
+        node = %config.node_name,
         http = %config.http_addr(),
+        grpc = %config.grpc_addr(),
+        grpc = %config.grpc_addr(),
         cores = config.cores(),
         cpus = ?config.cpus,
         max_memory = config.max_memory,
@@ -110,7 +150,10 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
 
     // The control thread has nothing else to do yet: wait for a signal.
     let signal = signals.recv();
-    info!(?signal, "draining: /readyz now 503");
+    info!(?signal, "draining: /readyz now 503, leaving the ring");
+    // Leave the ring first (revokes the lease) so peers stop forwarding to
+    // us while our in-flight requests finish.
+    control.shutdown();
     std::thread::sleep(PRE_STOP_DELAY);
     lifecycle.start_closing();
     join_cores(handles);
@@ -169,11 +212,16 @@ fn install_signal_handler(
 
 async fn run_core(
     id: usize,
-    config: Arc<Config>,
-    lifecycle: Arc<Lifecycle>,
+    node: NodeShared,
     mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
     report: crossbeam_channel::Sender<StartReport>,
 ) {
+    let NodeShared {
+        config,
+        lifecycle,
+        board,
+        control,
+    } = node;
     let (senders, mut receivers) = match mesh.join().await {
         Ok(joined) => joined,
         Err(_) => {
@@ -184,7 +232,14 @@ async fn run_core(
             return;
         }
     };
-    let core = Rc::new(Core::new(id, config.clone(), lifecycle.clone(), senders));
+    let core = Rc::new(Core::new(
+        id,
+        config.clone(),
+        lifecycle.clone(),
+        senders,
+        board,
+        control,
+    ));
 
     // Serve ops from every other core for as long as any core may send.
     let mut mesh_tasks = Vec::new();
@@ -213,7 +268,21 @@ async fn run_core(
     // takes ownership of; `listener` (the socket2 handle) is forgotten below
     // so the fd is closed exactly once, by glommio.
     let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
-    let housekeeping = glommio::spawn_local(housekeeping(core.clone(), listener_fd));
+    let grpc_listener = match bind_shared(config.grpc_addr()) {
+        Ok(l) => l,
+        Err(source) => {
+            let _ = report.send(Err(StartupError::Bind {
+                addr: config.grpc_addr(),
+                source,
+            }));
+            return;
+        }
+    };
+    let grpc_fd = grpc_listener.as_raw_fd();
+    // SAFETY: as for the HTTP listener above.
+    let grpc_listener = unsafe { TcpListener::from_raw_fd(grpc_listener.into_raw_fd()) };
+    let grpc_accept = glommio::spawn_local(accept_grpc(core.clone(), grpc_listener));
+    let housekeeping = glommio::spawn_local(housekeeping(core.clone(), [listener_fd, grpc_fd]));
     let _ = report.send(Ok(id));
 
     loop {
@@ -232,6 +301,7 @@ async fn run_core(
         }
     }
     drop(listener);
+    grpc_accept.await;
     debug!(core = id, "listener closed; draining connections");
 
     let deadline = Instant::now() + config.shutdown_grace();
@@ -258,12 +328,36 @@ async fn run_core(
     }
 }
 
+/// The gRPC accept loop of one core: every connection is served on this core.
+async fn accept_grpc(core: Rc<Core>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(crate::api::grpc::serve_grpc_connection(
+                    core.clone(),
+                    stream,
+                ))
+                .detach();
+            }
+            Err(e) => {
+                if core.lifecycle.is_closing() {
+                    break;
+                }
+                warn!(core = core.id, "gRPC accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 /// Per-core background work: expire entries and follow the lifecycle.
-async fn housekeeping(core: Rc<Core>, listener_fd: std::os::fd::RawFd) {
+async fn housekeeping(core: Rc<Core>, listener_fds: [std::os::fd::RawFd; 2]) {
     let sweep_every = core.config.sweep_interval();
     let mut next_sweep = Instant::now() + sweep_every;
+    let mut listeners_shut = false;
     loop {
         glommio::timer::sleep(LIFECYCLE_POLL.min(sweep_every)).await;
+        core.refresh_ring();
         if !core.is_draining() && core.lifecycle.is_draining() {
             core.set_draining();
         }
@@ -271,7 +365,15 @@ async fn housekeeping(core: Rc<Core>, listener_fd: std::os::fd::RawFd) {
             // Wakes the accept loop: accept on a shut-down listener fails.
             // SAFETY: the listener outlives this task (cancelled after the
             // accept loop ends); shutdown(2) does not close the fd.
-            unsafe { libc::shutdown(listener_fd, libc::SHUT_RDWR) };
+            // Once only: after the accept loops end their listeners are
+            // closed, and the fd numbers may belong to new sockets (peer
+            // connections made while draining).
+            if !listeners_shut {
+                for fd in listener_fds {
+                    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+                }
+                listeners_shut = true;
+            }
             core.stop_reading_connections();
         }
         if Instant::now() >= next_sweep {

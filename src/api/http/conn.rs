@@ -214,6 +214,7 @@ fn op_kind(head: &RequestHead<'_>) -> OpKind {
         "/healthz" => OpKind::Health,
         "/readyz" => OpKind::Ready,
         "/metrics" => OpKind::Metrics,
+        "/setpeer" => OpKind::Other,
         p if p.starts_with("/v1/keys/") => match head.method {
             super::parse::Method::Put => OpKind::Set,
             super::parse::Method::Delete => OpKind::Delete,
@@ -279,6 +280,22 @@ async fn execute(core: &Core, command: Command, out: &mut Vec<u8>, close: bool) 
             Reply::Deleted(false) => text(out, 200, "not found", close),
             other => unexpected(out, other, close),
         },
+        Command::SetPeer { name, addr } => {
+            match core.control.set_peer(&name, addr.as_deref()).await {
+                Ok(member) => {
+                    let line = format!(
+                        "ok: {} is in the ring (http {}, grpc {})",
+                        member.name, member.http_addr, member.grpc_addr
+                    );
+                    text(out, 200, &line, close)
+                }
+                Err(e) => {
+                    let err = ApiError::from(e);
+                    response::write_error(out, &err, close);
+                    err.status()
+                }
+            }
+        }
         Command::Health => text(out, 200, "ok", close),
         Command::Ready => {
             if core.is_draining() {
@@ -303,6 +320,7 @@ fn text(out: &mut Vec<u8>, status: u16, line: &str, close: bool) -> u16 {
 fn unexpected(out: &mut Vec<u8>, reply: Reply, close: bool) -> u16 {
     let err = match reply {
         Reply::Unavailable => ApiError::Draining,
+        Reply::OwnerUnavailable { peer, reason } => ApiError::OwnerUnavailable { peer, reason },
         other => ApiError::Internal(format!("unexpected reply {other:?}")),
     };
     response::write_error(out, &err, close);

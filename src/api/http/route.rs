@@ -40,6 +40,11 @@ pub enum Command {
         key: Box<[u8]>,
         style: Style,
     },
+    /// Re-add a recovered node to the ring (`addr` only in static mode).
+    SetPeer {
+        name: String,
+        addr: Option<String>,
+    },
     Health,
     Ready,
     Metrics,
@@ -138,6 +143,26 @@ pub fn route(head: &RequestHead<'_>, body: &[u8], limits: &Limits) -> Result<Com
             Ok(Command::Delete {
                 key,
                 style: Style::Seed,
+            })
+        }
+        "/setpeer" => {
+            if method != Method::Post {
+                return Err(not_allowed(SEED_WRITE_ALLOW));
+            }
+            let form = Form::parse(head.query().as_bytes(), body)?;
+            let text = |field: &'static str| -> Result<Option<String>, ApiError> {
+                form.get(field)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| {
+                        String::from_utf8(v).map_err(|_| ApiError::invalid(field, "not UTF-8"))
+                    })
+                    .transpose()
+            };
+            let name = text("peer")?
+                .ok_or_else(|| ApiError::invalid("peer", "missing (the node's name)"))?;
+            Ok(Command::SetPeer {
+                name,
+                addr: text("addr")?,
             })
         }
         "/healthz" => get_only(Command::Health),

@@ -1,0 +1,666 @@
+//! Who is in the cluster (pure: no I/O, no clocks).
+//!
+//! # The etcd record
+//!
+//! Every node registers itself at `<prefix><name>` (by default
+//! `/nexuscache/nodes/<name>`), attached to a lease it keeps alive, with a
+//! JSON value:
+//!
+//! ```json
+//! {"name":"node-a","http_addr":"10.0.0.1:9999","grpc_addr":"10.0.0.1:10999","cores":4,"version":"0.1.0"}
+//! ```
+//!
+//! * `name` must equal the key's last segment (the key is authoritative for
+//!   who the record is about; a mismatch means a hand-edited or corrupt
+//!   record and is skipped).
+//! * `http_addr` / `grpc_addr` are `host:port` (IPv6 hosts in brackets).
+//! * `cores` is the node's number of data cores.
+//! * `version` is the NexusCache version of the writer (informational: it
+//!   lets an operator spot a mixed-version cluster with `etcdctl get`).
+//!
+//! Readers ignore unknown fields and tolerate a missing `version`, so the
+//! record can grow without breaking older nodes. A record that cannot be
+//! decoded is logged and skipped; it never stops discovery.
+//!
+//! # Static peers
+//!
+//! Without etcd, the member list comes from `--peers`, parsed by
+//! [`parse_static_peers`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::routing::{Member, Ring};
+
+/// Where nodes register unless configured otherwise.
+pub const DEFAULT_PREFIX: &str = "/nexuscache/nodes/";
+
+/// Offset between a static peer's HTTP port and its derived gRPC port when
+/// `--peers` gives only the HTTP address (matches the node's default
+/// `--grpc-port` of HTTP port + 1000).
+pub const GRPC_PORT_OFFSET: u16 = 1000;
+
+/// `cores` of a static peer: `--peers` does not say, so 0 means "unknown".
+pub const UNKNOWN_CORES: u32 = 0;
+
+/// The JSON value stored at `<prefix><name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub http_addr: String,
+    pub grpc_addr: String,
+    pub cores: u32,
+    /// NexusCache version of the node that wrote the record.
+    #[serde(default)]
+    pub version: String,
+}
+
+/// Why a record or key from etcd was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("key {key:?} is not under the prefix {prefix:?}")]
+    OutsidePrefix { key: String, prefix: String },
+    #[error("record at {key:?} is not a node record: {source}")]
+    Json {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("record at {key:?} is about {name:?}, but the key names {expected:?}")]
+    NameMismatch {
+        key: String,
+        name: String,
+        expected: String,
+    },
+    #[error("invalid node name {name:?}: {reason}")]
+    Name { name: String, reason: &'static str },
+    #[error("invalid {field} {addr:?} for node {name:?}: {reason}")]
+    Addr {
+        name: String,
+        field: &'static str,
+        addr: String,
+        reason: String,
+    },
+    #[error("cannot encode the record of {name:?}: {source}")]
+    Encode {
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Why a `--peers` entry (or a `set_peer` address) was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid peer {entry:?}: {reason} (expected name=http_host:port[/grpc_host:port])")]
+pub struct PeerSpecError {
+    pub entry: String,
+    pub reason: String,
+}
+
+/// The etcd key of node `name`.
+pub fn record_key(prefix: &str, name: &str) -> String {
+    format!("{prefix}{name}")
+}
+
+/// The JSON value that registers `member`.
+pub fn encode(member: &Member) -> Result<Vec<u8>, RecordError> {
+    let record = NodeRecord {
+        name: member.name.to_string(),
+        http_addr: member.http_addr.clone(),
+        grpc_addr: member.grpc_addr.clone(),
+        cores: member.cores,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    serde_json::to_vec(&record).map_err(|source| RecordError::Encode {
+        name: record.name.clone(),
+        source,
+    })
+}
+
+/// The member registered by the record `value` at `key`. Validates that the
+/// key is under `prefix`, that the record's name matches the key, and that
+/// the name and both addresses are well formed.
+pub fn decode(prefix: &str, key: &[u8], value: &[u8]) -> Result<Member, RecordError> {
+    let expected = name_of_key(prefix, key)?;
+    let key_text = || String::from_utf8_lossy(key).into_owned();
+    let record: NodeRecord = serde_json::from_slice(value).map_err(|source| RecordError::Json {
+        key: key_text(),
+        source,
+    })?;
+    if record.name != expected {
+        return Err(RecordError::NameMismatch {
+            key: key_text(),
+            name: record.name,
+            expected: expected.to_owned(),
+        });
+    }
+    validate_name(&record.name)?;
+    for (field, addr) in [
+        ("http_addr", &record.http_addr),
+        ("grpc_addr", &record.grpc_addr),
+    ] {
+        parse_host_port(addr).map_err(|reason| RecordError::Addr {
+            name: record.name.clone(),
+            field,
+            addr: addr.clone(),
+            reason,
+        })?;
+    }
+    Ok(Member {
+        name: record.name.as_str().into(),
+        http_addr: record.http_addr,
+        grpc_addr: record.grpc_addr,
+        cores: record.cores,
+    })
+}
+
+/// The node name a key under `prefix` is about.
+pub fn name_of_key<'k>(prefix: &str, key: &'k [u8]) -> Result<&'k str, RecordError> {
+    let outside = || RecordError::OutsidePrefix {
+        key: String::from_utf8_lossy(key).into_owned(),
+        prefix: prefix.to_owned(),
+    };
+    let rest = key.strip_prefix(prefix.as_bytes()).ok_or_else(outside)?;
+    let name = std::str::from_utf8(rest).map_err(|_| RecordError::Name {
+        name: String::from_utf8_lossy(rest).into_owned(),
+        reason: "not UTF-8",
+    })?;
+    validate_name(name)?;
+    Ok(name)
+}
+
+/// A node name is used as an etcd key segment and inside `--peers`, so it
+/// must not contain `/`, `,`, `=`, whitespace or control characters.
+pub fn validate_name(name: &str) -> Result<(), RecordError> {
+    let bad = |reason| {
+        Err(RecordError::Name {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > 255 {
+        return bad("longer than 255 bytes");
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ',' || c == '=' || c.is_whitespace() || c.is_control())
+    {
+        return bad("contains '/', ',', '=', whitespace or a control character");
+    }
+    Ok(())
+}
+
+/// Split `host:port`, requiring a non-empty host (IPv6 in brackets) and a
+/// port from 1 to 65535.
+fn parse_host_port(addr: &str) -> Result<(&str, u16), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| "expected host:port".to_owned())?;
+    if host.is_empty() {
+        return Err("empty host".to_owned());
+    }
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    if host.contains(':') && !bracketed {
+        return Err("IPv6 hosts must be in brackets, e.g. [::1]:9999".to_owned());
+    }
+    if host
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == ',')
+    {
+        return Err("host contains an invalid character".to_owned());
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("port {port:?} is not 1-65535")),
+        Ok(port) => Ok((host, port)),
+    }
+}
+
+/// A member from a name and `http_addr[/grpc_addr]`; without a gRPC address
+/// the gRPC port is the HTTP port + [`GRPC_PORT_OFFSET`] on the same host.
+/// `cores` is [`UNKNOWN_CORES`].
+pub fn parse_peer(name: &str, addrs: &str) -> Result<Member, PeerSpecError> {
+    let entry = format!("{name}={addrs}");
+    let fail = |reason: String| PeerSpecError {
+        entry: entry.clone(),
+        reason,
+    };
+    validate_name(name).map_err(|e| fail(e.to_string()))?;
+    let (http_addr, grpc_addr) = match addrs.split_once('/') {
+        Some((http, grpc)) => (http.trim(), Some(grpc.trim())),
+        None => (addrs.trim(), None),
+    };
+    let (host, http_port) =
+        parse_host_port(http_addr).map_err(|reason| fail(format!("http address: {reason}")))?;
+    let grpc_addr = match grpc_addr {
+        Some(grpc) => {
+            parse_host_port(grpc).map_err(|reason| fail(format!("grpc address: {reason}")))?;
+            grpc.to_owned()
+        }
+        None => {
+            let port = http_port.checked_add(GRPC_PORT_OFFSET).ok_or_else(|| {
+                fail(format!(
+                    "cannot derive a gRPC port from HTTP port {http_port} (+{GRPC_PORT_OFFSET} \
+                     is over 65535); give it explicitly as http_addr/grpc_addr"
+                ))
+            })?;
+            format!("{host}:{port}")
+        }
+    };
+    Ok(Member {
+        name: name.into(),
+        http_addr: http_addr.to_owned(),
+        grpc_addr,
+        cores: UNKNOWN_CORES,
+    })
+}
+
+/// Parse a static member list (`--peers`):
+///
+/// ```text
+/// name=http_host:port[/grpc_host:port],name=...
+/// a=127.0.0.1:9999/127.0.0.1:10999,b=127.0.0.1:9998
+/// ```
+///
+/// Entries are separated by commas (blanks around them are ignored, empty
+/// entries skipped); an entry without `/grpc_addr` gets the HTTP port +
+/// [`GRPC_PORT_OFFSET`] on the same host (`b` above: `127.0.0.1:10998`).
+/// Names must be unique. An empty string is an empty list.
+pub fn parse_static_peers(text: &str) -> Result<Vec<Member>, PeerSpecError> {
+    let mut peers: Vec<Member> = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, addrs) = entry.split_once('=').ok_or_else(|| PeerSpecError {
+            entry: entry.to_owned(),
+            reason: "missing '='".to_owned(),
+        })?;
+        let member = parse_peer(name.trim(), addrs.trim())?;
+        if peers.iter().any(|p| p.name == member.name) {
+            return Err(PeerSpecError {
+                entry: entry.to_owned(),
+                reason: format!("{:?} is listed twice", member.name),
+            });
+        }
+        peers.push(member);
+    }
+    Ok(peers)
+}
+
+/// The member list of one node's view of the cluster: the records seen in
+/// etcd (or the static peers) plus this node itself, which is always a
+/// member with its configured addresses whatever etcd says about it.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    prefix: String,
+    vnodes: usize,
+    self_member: Member,
+    /// Known records by name; may include our own (ignored for the ring).
+    records: BTreeMap<String, Member>,
+}
+
+impl Membership {
+    /// A membership of `self_member` alone.
+    pub fn new(self_member: Member, prefix: impl Into<String>, vnodes: usize) -> Membership {
+        Membership {
+            prefix: prefix.into(),
+            vnodes,
+            self_member,
+            records: BTreeMap::new(),
+        }
+    }
+
+    /// This node.
+    pub fn self_member(&self) -> &Member {
+        &self.self_member
+    }
+
+    /// The etcd prefix records live under.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether `name` is this node.
+    pub fn is_self(&self, name: &str) -> bool {
+        &*self.self_member.name == name
+    }
+
+    /// Apply a put of `value` at `key`; returns whether the ring changes.
+    /// A record that does not decode is logged and skipped.
+    pub fn apply_put(&mut self, key: &[u8], value: &[u8]) -> bool {
+        match decode(&self.prefix, key, value) {
+            Ok(member) => self.upsert(member),
+            Err(e) => {
+                warn!("skipping bad membership record: {e}");
+                false
+            }
+        }
+    }
+
+    /// Apply a delete of `key`; returns whether the ring changes.
+    pub fn apply_delete(&mut self, key: &[u8]) -> bool {
+        match name_of_key(&self.prefix, key) {
+            Ok(name) => self.remove(name),
+            Err(e) => {
+                warn!("ignoring delete of a key that is not a node record: {e}");
+                false
+            }
+        }
+    }
+
+    /// Add or replace `member`; returns whether the ring changes.
+    pub fn upsert(&mut self, member: Member) -> bool {
+        let name = member.name.to_string();
+        let is_self = self.is_self(&name);
+        match self.records.insert(name, member.clone()) {
+            Some(old) if old == member => false,
+            _ if is_self => false,
+            Some(_) => {
+                info!(member = %member.name, http = %member.http_addr, grpc = %member.grpc_addr,
+                      cores = member.cores, "member updated");
+                true
+            }
+            None => {
+                info!(member = %member.name, http = %member.http_addr, grpc = %member.grpc_addr,
+                      cores = member.cores, "member joined");
+                true
+            }
+        }
+    }
+
+    /// Remove the member called `name`; returns whether the ring changes
+    /// (never for this node, which stays a member).
+    pub fn remove(&mut self, name: &str) -> bool {
+        let removed = self.records.remove(name).is_some();
+        if removed && !self.is_self(name) {
+            info!(member = name, "member left");
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Replace every record with those in `kvs` (a fresh listing of the
+    /// prefix), skipping bad ones; returns whether the ring changes.
+    pub fn replace_all<'a, I>(&mut self, kvs: I) -> bool
+    where
+        I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    {
+        let mut fresh = Membership::new(self.self_member.clone(), self.prefix.clone(), self.vnodes);
+        for (key, value) in kvs {
+            match decode(&self.prefix, key, value) {
+                Ok(member) => {
+                    fresh.records.insert(member.name.to_string(), member);
+                }
+                Err(e) => warn!("skipping bad membership record: {e}"),
+            }
+        }
+        let gone: Vec<String> = self
+            .records
+            .keys()
+            .filter(|name| !fresh.records.contains_key(*name))
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for name in gone {
+            changed |= self.remove(&name);
+        }
+        for member in fresh.records.into_values() {
+            changed |= self.upsert(member);
+        }
+        changed
+    }
+
+    /// The member called `name` as it appears in the ring.
+    pub fn get(&self, name: &str) -> Option<&Member> {
+        if self.is_self(name) {
+            Some(&self.self_member)
+        } else {
+            self.records.get(name)
+        }
+    }
+
+    /// Every member, this node included, sorted by name.
+    pub fn members(&self) -> Vec<Member> {
+        let mut members: Vec<Member> = self
+            .records
+            .values()
+            .filter(|m| !self.is_self(&m.name))
+            .cloned()
+            .collect();
+        members.push(self.self_member.clone());
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        members
+    }
+
+    /// The ring of [`Membership::members`] with the configured vnodes.
+    pub fn ring(&self) -> Ring {
+        Ring::new(self.members(), self.vnodes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PREFIX: &str = "/nexuscache/nodes/";
+
+    fn member(name: &str, port: u16) -> Member {
+        Member {
+            name: name.into(),
+            http_addr: format!("127.0.0.1:{port}"),
+            grpc_addr: format!("127.0.0.1:{}", port + 1000),
+            cores: 2,
+        }
+    }
+
+    fn key(name: &str) -> Vec<u8> {
+        record_key(PREFIX, name).into_bytes()
+    }
+
+    fn names(ring: &Ring) -> Vec<&str> {
+        ring.members().iter().map(|m| &*m.name).collect()
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let a = member("node-a", 9000);
+        let json = encode(&a).expect("encodes");
+        let text = std::str::from_utf8(&json).expect("utf-8");
+        assert!(text.contains(r#""name":"node-a""#), "{text}");
+        assert!(text.contains(&format!(r#""version":"{}""#, env!("CARGO_PKG_VERSION"))));
+        assert_eq!(decode(PREFIX, &key("node-a"), &json).expect("decodes"), a);
+    }
+
+    #[test]
+    fn decode_is_tolerant_of_extra_and_missing_optional_fields() {
+        let value =
+            br#"{"name":"b","http_addr":"[::1]:80","grpc_addr":"h:81","cores":3,"zone":"x"}"#;
+        let b = decode(PREFIX, &key("b"), value).expect("decodes");
+        assert_eq!(b.http_addr, "[::1]:80");
+        assert_eq!(b.cores, 3);
+    }
+
+    #[test]
+    fn decode_rejects_bad_records_with_reasons() {
+        let good = |name: &str| {
+            format!(r#"{{"name":"{name}","http_addr":"h:1","grpc_addr":"h:2","cores":1}}"#)
+        };
+        let cases: Vec<(Vec<u8>, Vec<u8>, &str)> = vec![
+            (
+                b"/other/a".to_vec(),
+                good("a").into_bytes(),
+                "not under the prefix",
+            ),
+            (key("a"), b"not json".to_vec(), "not a node record"),
+            (key("a"), br#"{"name":"a"}"#.to_vec(), "not a node record"),
+            (key("a"), good("b").into_bytes(), "the key names"),
+            (key(""), good("").into_bytes(), "empty"),
+            (key("a/b"), good("a/b").into_bytes(), "contains '/'"),
+            (
+                key("a"),
+                br#"{"name":"a","http_addr":"nohost","grpc_addr":"h:2","cores":1}"#.to_vec(),
+                "http_addr",
+            ),
+            (
+                key("a"),
+                br#"{"name":"a","http_addr":"h:1","grpc_addr":"h:0","cores":1}"#.to_vec(),
+                "grpc_addr",
+            ),
+            (
+                key("a"),
+                br#"{"name":"a","http_addr":"::1:80","grpc_addr":"h:2","cores":1}"#.to_vec(),
+                "brackets",
+            ),
+            (
+                key("a"),
+                br#"{"name":"a","http_addr":"h:1","grpc_addr":"h:2","cores":-1}"#.to_vec(),
+                "not a node record",
+            ),
+        ];
+        for (key, value, expected) in cases {
+            let err = decode(PREFIX, &key, &value).expect_err("must be rejected");
+            assert!(
+                err.to_string().contains(expected),
+                "{err} does not mention {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn decode_never_panics_on_garbage() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let template = encode(&member("n", 1)).expect("encodes");
+        for _ in 0..5000 {
+            let mut value = template.clone();
+            for _ in 0..rng.usize(1..4) {
+                let at = rng.usize(..value.len());
+                value[at] = rng.u8(..);
+            }
+            let mut k = key("n");
+            if rng.bool() {
+                let at = rng.usize(..k.len());
+                k[at] = rng.u8(..);
+            }
+            let _ = decode(PREFIX, &k, &value);
+        }
+    }
+
+    #[test]
+    fn puts_and_deletes_change_the_ring() {
+        let mut m = Membership::new(member("a", 1), PREFIX, 10);
+        assert_eq!(names(&m.ring()), ["a"]);
+
+        let b = member("b", 2);
+        assert!(m.apply_put(&key("b"), &encode(&b).expect("encodes")));
+        assert_eq!(names(&m.ring()), ["a", "b"]);
+        assert_eq!(m.ring().vnodes(), 10);
+        // The same record again changes nothing.
+        assert!(!m.apply_put(&key("b"), &encode(&b).expect("encodes")));
+        // New addresses do.
+        let moved = member("b", 3);
+        assert!(m.apply_put(&key("b"), &encode(&moved).expect("encodes")));
+        assert_eq!(m.get("b"), Some(&moved));
+
+        assert!(m.apply_delete(&key("b")));
+        assert!(!m.apply_delete(&key("b")));
+        assert_eq!(names(&m.ring()), ["a"]);
+    }
+
+    #[test]
+    fn this_node_is_always_a_member_with_its_own_addresses() {
+        let me = member("a", 1);
+        let mut m = Membership::new(me.clone(), PREFIX, 10);
+        // Our own record (with stale addresses) neither changes nor
+        // duplicates us; its deletion does not remove us.
+        let stale = member("a", 7);
+        assert!(!m.apply_put(&key("a"), &encode(&stale).expect("encodes")));
+        assert_eq!(m.members(), std::slice::from_ref(&me));
+        assert!(!m.apply_delete(&key("a")));
+        assert_eq!(m.ring().member("a"), Some(&me));
+        assert!(!m.replace_all(std::iter::empty()));
+        assert_eq!(m.members(), [me]);
+    }
+
+    #[test]
+    fn bad_records_are_skipped() {
+        let mut m = Membership::new(member("a", 1), PREFIX, 10);
+        assert!(!m.apply_put(&key("b"), b"{garbage"));
+        assert!(!m.apply_put(b"/elsewhere/b", &encode(&member("b", 2)).expect("encodes")));
+        assert!(!m.apply_delete(b"/elsewhere/b"));
+        assert_eq!(names(&m.ring()), ["a"]);
+    }
+
+    #[test]
+    fn replace_all_diffs_against_the_known_records() {
+        let mut m = Membership::new(member("a", 1), PREFIX, 10);
+        m.upsert(member("b", 2));
+        m.upsert(member("c", 3));
+        let d = encode(&member("d", 4)).expect("encodes");
+        let c = encode(&member("c", 3)).expect("encodes");
+        let (kc, kd, kx) = (key("c"), key("d"), key("x"));
+        let listing: Vec<(&[u8], &[u8])> = vec![(&kc, &c), (&kd, &d), (&kx, b"bad")];
+        assert!(m.replace_all(listing.clone()));
+        assert_eq!(names(&m.ring()), ["a", "c", "d"]);
+        assert!(!m.replace_all(listing));
+    }
+
+    #[test]
+    fn static_peers_parse() {
+        let peers = parse_static_peers(
+            " a=127.0.0.1:9999/127.0.0.1:10999 , b=127.0.0.1:9998,,c=[::1]:80/h:90",
+        )
+        .expect("parses");
+        assert_eq!(
+            peers,
+            [
+                Member {
+                    name: "a".into(),
+                    http_addr: "127.0.0.1:9999".into(),
+                    grpc_addr: "127.0.0.1:10999".into(),
+                    cores: UNKNOWN_CORES,
+                },
+                Member {
+                    name: "b".into(),
+                    http_addr: "127.0.0.1:9998".into(),
+                    grpc_addr: "127.0.0.1:10998".into(),
+                    cores: UNKNOWN_CORES,
+                },
+                Member {
+                    name: "c".into(),
+                    http_addr: "[::1]:80".into(),
+                    grpc_addr: "h:90".into(),
+                    cores: UNKNOWN_CORES,
+                },
+            ]
+        );
+        assert_eq!(parse_static_peers("").expect("empty is fine"), []);
+        assert_eq!(parse_static_peers(" , ").expect("blank is fine"), []);
+    }
+
+    #[test]
+    fn static_peer_errors_name_the_entry_and_the_problem() {
+        for (text, expected) in [
+            ("a", "missing '='"),
+            ("=h:1", "empty"),
+            ("a=h", "expected host:port"),
+            ("a=h:0", "not 1-65535"),
+            ("a=h:70000", "not 1-65535"),
+            ("a=:1", "empty host"),
+            ("a=h:1/h", "grpc address"),
+            ("a=h:65000", "cannot derive a gRPC port"),
+            ("a=h:1,a=h:2", "listed twice"),
+            ("a b=h:1", "whitespace"),
+        ] {
+            let err = parse_static_peers(text).expect_err(text);
+            let message = err.to_string();
+            assert!(message.contains(expected), "{text}: {message}");
+            assert!(
+                message.contains("expected name=http_host:port"),
+                "{message}"
+            );
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! The control plane: cluster membership and the ring snapshots the data
+//! cores route with.
+//!
+//! ```text
+//!  control thread "nc-control" (tokio current_thread)            data cores (glommio)
+//!  ┌──────────────────────────────────────────────┐
+//!  │ etcd: lease + keep-alive, our record,         │   publish   ┌──────────────┐  every ~25 ms:
+//!  │       list + watch /nexuscache/nodes/         │────────────>│  RingBoard   │<─ version() changed?
+//!  │ or static peers (--peers), published once     │             │ (version,Arc)│   -> current(), swap
+//!  │ commands: set_peer (from any thread/executor) │             └──────────────┘      the local Arc<Ring>
+//!  └──────────────────────────────────────────────┘
+//! ```
+//!
+//! * [`RingBoard`](crate::control::RingBoard) hands immutable
+//!   [`Ring`](crate::routing::Ring) snapshots to the cores; cores poll its
+//!   version from a timer, never per request.
+//! * [`membership`](crate::control::membership) is the pure part: the etcd
+//!   record format, the member map that etcd events update, and the
+//!   `--peers` syntax.
+//! * [`spawn_control`](crate::control::spawn_control) starts the thread.
+//!   With etcd endpoints it registers this node under a lease, lists and
+//!   watches the prefix, and publishes a ring on every change; it survives
+//!   etcd restarts and outages by re-creating its streams with backoff
+//!   (etcd-client's streams do not recover by themselves) and keeps the last
+//!   ring while etcd is away. Without endpoints it publishes this node plus
+//!   the static peers once.
+//! * [`ControlHandle`](crate::control::ControlHandle) and
+//!   [`ControlClient`](crate::control::ControlClient) send commands to the
+//!   thread; the reply comes back on a `futures_channel::oneshot`, so a
+//!   glommio task can `.await` it without blocking its core.
+
+pub mod board;
+mod error;
+mod etcd;
+pub mod membership;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info};
+
+pub use self::board::RingBoard;
+pub use self::error::ControlError;
+pub use self::membership::{
+    parse_peer, parse_static_peers, Membership, NodeRecord, PeerSpecError, RecordError,
+    DEFAULT_PREFIX,
+};
+use crate::routing::{Member, Ring};
+
+/// Lease TTL of our etcd record unless configured (`--lease-ttl`): a node
+/// that dies without revoking its lease leaves the ring after this long.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// How the control thread finds the other members.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// This node; always a member of the ring it publishes.
+    pub self_member: Member,
+    /// etcd client URLs or `host:port`s; empty means static membership.
+    pub etcd_endpoints: Vec<String>,
+    /// TTL of the lease our record is attached to (whole seconds, at least
+    /// 1; etcd may round it up to its minimum, typically 2 s). Keep-alives
+    /// go out every third of it.
+    pub lease_ttl: Duration,
+    /// Key prefix of the node records; must end with `/`.
+    pub prefix: String,
+    /// Virtual nodes per member on the ring.
+    pub vnodes: usize,
+    /// Members besides this node in static mode (see
+    /// [`parse_static_peers`]); ignored when etcd is used.
+    pub static_peers: Vec<Member>,
+}
+
+impl ControlConfig {
+    /// Static membership of `self_member` alone, with the default lease
+    /// TTL, prefix and vnodes; set the public fields to change them.
+    pub fn new(self_member: Member) -> ControlConfig {
+        ControlConfig {
+            self_member,
+            etcd_endpoints: Vec::new(),
+            lease_ttl: DEFAULT_LEASE_TTL,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            vnodes: crate::routing::DEFAULT_VNODES,
+            static_peers: Vec::new(),
+        }
+    }
+
+    /// Whether membership comes from etcd.
+    pub fn uses_etcd(&self) -> bool {
+        !self.etcd_endpoints.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ControlError> {
+        membership::validate_name(&self.self_member.name)?;
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err(ControlError::Config(format!(
+                "lease TTL {:?} is under one second",
+                self.lease_ttl
+            )));
+        }
+        if !self.prefix.starts_with('/') || !self.prefix.ends_with('/') || self.prefix.len() < 2 {
+            return Err(ControlError::Config(format!(
+                "etcd prefix {:?} must start and end with '/', e.g. {DEFAULT_PREFIX:?}",
+                self.prefix
+            )));
+        }
+        if self.vnodes == 0 {
+            return Err(ControlError::Config("vnodes must be at least 1".into()));
+        }
+        if self.etcd_endpoints.iter().any(|e| e.trim().is_empty()) {
+            return Err(ControlError::Config("an etcd endpoint is empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A request to the control thread.
+enum Command {
+    SetPeer {
+        name: String,
+        addr: Option<String>,
+        reply: oneshot::Sender<Result<Member, ControlError>>,
+    },
+}
+
+/// What the control thread reports about itself, readable from any thread.
+#[derive(Debug, Default)]
+struct Status {
+    /// An etcd session is established (always false in static mode).
+    connected: AtomicBool,
+    /// The first membership (etcd listing or static list) is published.
+    synced: Mutex<bool>,
+    synced_changed: Condvar,
+}
+
+impl Status {
+    fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Release);
+    }
+
+    fn set_synced(&self) {
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if !*synced {
+            *synced = true;
+            self.synced_changed.notify_all();
+        }
+    }
+
+    fn wait_synced(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        while !*synced {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            synced = match self.synced_changed.wait_timeout(synced, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        true
+    }
+}
+
+/// A cheap, cloneable, `Send` sender of commands to the control thread;
+/// hand one to each data core.
+#[derive(Clone)]
+pub struct ControlClient {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl std::fmt::Debug for ControlClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlClient")
+            .field("closed", &self.commands.is_closed())
+            .finish()
+    }
+}
+
+impl ControlClient {
+    /// Put node `name` (back) into the ring and republish it, returning the
+    /// member as it now is in the ring. The command is sent at once; the
+    /// returned future (executor-agnostic: await it on glommio, or
+    /// `block_on` it) resolves when the control thread has answered.
+    ///
+    /// * etcd mode: the record is read from `<prefix><name>`; an absent
+    ///   record is [`ControlError::PeerNotFound`]. `addr` is ignored: etcd
+    ///   is the source of truth for addresses.
+    /// * static mode: `addr` is `http_addr[/grpc_addr]` (see
+    ///   [`parse_peer`]) and adds or replaces the peer; without `addr` the
+    ///   peer must already be known ([`ControlError::AddrRequired`]).
+    ///
+    /// For this node's own name the result is this node, unchanged. A
+    /// successful call always publishes a new ring version, so cores that
+    /// dropped the peer from their local copy pick it up again.
+    pub fn set_peer(
+        &self,
+        name: &str,
+        addr: Option<&str>,
+    ) -> impl Future<Output = Result<Member, ControlError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.commands.send(Command::SetPeer {
+            name: name.to_owned(),
+            addr: addr.map(str::to_owned),
+            reply,
+        });
+        async move {
+            sent.map_err(|_| ControlError::Stopped)?;
+            answer.await.map_err(|_| ControlError::Stopped)?
+        }
+    }
+}
+
+/// Owner of the control thread: send commands, wait for the first sync,
+/// shut it down. Dropping it shuts the thread down too.
+pub struct ControlHandle {
+    client: ControlClient,
+    shutdown: watch::Sender<bool>,
+    status: Arc<Status>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ControlHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlHandle")
+            .field("connected", &self.is_connected())
+            .field("running", &self.thread.is_some())
+            .finish()
+    }
+}
+
+impl ControlHandle {
+    /// A command sender for another thread or a data core.
+    pub fn client(&self) -> ControlClient {
+        self.client.clone()
+    }
+
+    /// Blocking form of [`ControlClient::set_peer`] for plain threads (do
+    /// not call it on a data core: it would stall the core for up to an etcd
+    /// round trip; await the client's future there instead).
+    pub fn set_peer(&self, name: &str, addr: Option<&str>) -> Result<Member, ControlError> {
+        futures_lite::future::block_on(self.client.set_peer(name, addr))
+    }
+
+    /// Wait until the first membership is published (the first etcd listing
+    /// after registering, or at once in static mode); false on timeout.
+    /// Useful before declaring the node ready.
+    pub fn wait_synced(&self, timeout: Duration) -> bool {
+        self.status.wait_synced(timeout)
+    }
+
+    /// Whether an etcd session (lease, keep-alive, watch) is up right now.
+    pub fn is_connected(&self) -> bool {
+        self.status.connected.load(Ordering::Acquire)
+    }
+
+    /// Revoke our lease (peers drop this node at once instead of after the
+    /// TTL; best effort, bounded to about a second when etcd is away), stop
+    /// the thread and join it.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                error!("the control thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for ControlHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Start the control thread (named `nc-control`) for `cfg`, publishing to
+/// `board`.
+///
+/// Before returning it publishes this node's initial ring (this node plus
+/// the static peers, or this node alone in etcd mode) unless the board
+/// already holds exactly that. In etcd mode it then registers, lists and
+/// watches in the background; use [`ControlHandle::wait_synced`] to wait for
+/// the first listing. Errors here are configuration or thread start-up
+/// failures only: an unreachable etcd is retried in the background.
+pub fn spawn_control(
+    cfg: ControlConfig,
+    board: Arc<RingBoard>,
+) -> Result<ControlHandle, ControlError> {
+    cfg.validate()?;
+    let mut members = Membership::new(cfg.self_member.clone(), cfg.prefix.clone(), cfg.vnodes);
+    if !cfg.uses_etcd() {
+        for peer in &cfg.static_peers {
+            members.upsert(peer.clone());
+        }
+    }
+    let initial = members.ring();
+    if *board.ring() != initial {
+        board.publish(initial);
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("nc-control")
+        .build()
+        .map_err(ControlError::Spawn)?;
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let status = Arc::new(Status::default());
+
+    let thread_status = Arc::clone(&status);
+    let thread = std::thread::Builder::new()
+        .name("nc-control".into())
+        .spawn(move || {
+            let status = thread_status;
+            if cfg.uses_etcd() {
+                info!(endpoints = ?cfg.etcd_endpoints, prefix = %cfg.prefix,
+                      lease_ttl = ?cfg.lease_ttl, node = %cfg.self_member.name,
+                      "membership from etcd");
+                runtime.block_on(etcd::run(
+                    cfg,
+                    members,
+                    board,
+                    command_rx,
+                    shutdown_rx,
+                    status,
+                ));
+            } else {
+                info!(members = members.members().len(), node = %cfg.self_member.name,
+                      "static membership");
+                runtime.block_on(run_static(members, board, command_rx, shutdown_rx, status));
+            }
+        })
+        .map_err(ControlError::Spawn)?;
+
+    Ok(ControlHandle {
+        client: ControlClient { commands },
+        shutdown,
+        status,
+        thread: Some(thread),
+    })
+}
+
+/// Resolves once shutdown is requested (or the handle is gone).
+/// Cancel-safe, so it can sit in a `select!`.
+async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Static mode: the ring was published by `spawn_control`; only commands
+/// change it.
+async fn run_static(
+    mut members: Membership,
+    board: Arc<RingBoard>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut shutdown: watch::Receiver<bool>,
+    status: Arc<Status>,
+) {
+    status.set_synced();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown_requested(&mut shutdown) => break,
+            Some(command) = commands.recv() => match command {
+                Command::SetPeer { name, addr, reply } => {
+                    let result = static_set_peer(&mut members, &name, addr.as_deref());
+                    if result.is_ok() {
+                        board.publish(members.ring());
+                    }
+                    let _ = reply.send(result);
+                }
+            },
+        }
+    }
+}
+
+fn static_set_peer(
+    members: &mut Membership,
+    name: &str,
+    addr: Option<&str>,
+) -> Result<Member, ControlError> {
+    if members.is_self(name) {
+        return Ok(members.self_member().clone());
+    }
+    match addr {
+        Some(addr) => {
+            let member = parse_peer(name, addr)?;
+            members.upsert(member.clone());
+            info!(member = name, http = %member.http_addr, "set_peer: static peer set");
+            Ok(member)
+        }
+        None => match members.get(name) {
+            Some(member) => Ok(member.clone()),
+            None => Err(ControlError::AddrRequired {
+                name: name.to_owned(),
+            }),
+        },
+    }
+}
+
+/// The ring a node starts with before discovery has run: itself alone.
+pub fn initial_ring(self_member: &Member, vnodes: usize) -> Ring {
+    Ring::new(vec![self_member.clone()], vnodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, port: u16) -> Member {
+        Member {
+            name: name.into(),
+            http_addr: format!("127.0.0.1:{port}"),
+            grpc_addr: format!("127.0.0.1:{}", port + 1000),
+            cores: 1,
+        }
+    }
+
+    #[test]
+    fn config_is_validated() {
+        let ok = ControlConfig::new(member("a", 1));
+        assert!(ok.validate().is_ok());
+        let mut bad = ok.clone();
+        bad.prefix = "/nexuscache/nodes".into();
+        assert!(bad.validate().is_err());
+        let mut bad = ok.clone();
+        bad.lease_ttl = Duration::from_millis(500);
+        assert!(bad.validate().is_err());
+        let mut bad = ok.clone();
+        bad.self_member.name = "a/b".into();
+        assert!(bad.validate().is_err());
+        let mut bad = ok;
+        bad.etcd_endpoints = vec![" ".into()];
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn static_mode_publishes_self_and_peers_and_serves_set_peer() {
+        let board = RingBoard::new(Ring::default());
+        let mut cfg = ControlConfig::new(member("a", 1));
+        cfg.static_peers = parse_static_peers("b=127.0.0.1:2").expect("parses");
+        let handle = spawn_control(cfg, Arc::clone(&board)).expect("starts");
+        assert!(handle.wait_synced(Duration::from_secs(5)));
+        let (v1, ring) = board.current();
+        assert_eq!(ring.len(), 2);
+
+        let c = handle.set_peer("c", Some("127.0.0.1:3")).expect("set_peer");
+        assert_eq!(c.grpc_addr, "127.0.0.1:1003");
+        let (v2, ring) = board.current();
+        assert!(v2 > v1);
+        assert_eq!(ring.member("c"), Some(&c));
+
+        // A known peer without an address: republished as is.
+        assert_eq!(
+            handle.set_peer("b", None).expect("known").http_addr,
+            "127.0.0.1:2"
+        );
+        assert!(board.version() > v2);
+        assert!(matches!(
+            handle.set_peer("z", None),
+            Err(ControlError::AddrRequired { .. })
+        ));
+        assert!(matches!(
+            handle.set_peer("z", Some("nope")),
+            Err(ControlError::PeerSpec(_))
+        ));
+        assert_eq!(
+            handle.set_peer("a", None).expect("self").http_addr,
+            "127.0.0.1:1"
+        );
+
+        let client = handle.client();
+        handle.shutdown();
+        assert!(matches!(
+            futures_lite::future::block_on(client.set_peer("c", None)),
+            Err(ControlError::Stopped)
+        ));
+    }
+}

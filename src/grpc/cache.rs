@@ -1,0 +1,607 @@
+//! The `nexuscache.v1.Cache` service on the wire, both sides, no I/O.
+//!
+//! Server: [`Method::from_path`] -> [`decode_request`] (decode and
+//! validate into an [`Op`]) -> the core runs it -> [`encode_reply`].
+//! Client: `encode_*_request` -> the peer answers -> `decode_*_response`.
+//!
+//! Values travel as reference-counted [`Bytes`] end to end: a large value
+//! is sliced out of the received frame, not copied, and is sent as its own
+//! chunk after a small head rather than copied into an encode buffer. The
+//! encoders write fields in tag order and skip defaults, exactly as prost
+//! does, which the tests check byte for byte against the generated types.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::Message;
+
+use super::frame::{prefix, PREFIX_LEN};
+use crate::api::http::route::{Limits, MAX_TTL_SECONDS};
+use crate::error::ApiError;
+use crate::ops::{Op, Reply};
+use crate::proto::{DeleteRequest, GetRequest};
+
+/// Fully qualified service name, as in request paths.
+pub const SERVICE: &str = "nexuscache.v1.Cache";
+/// Room for the non-value fields of a request on top of the key and value
+/// limits.
+pub const MESSAGE_OVERHEAD: usize = 1024;
+/// Values up to this size are copied into the message head (one DATA
+/// frame); larger ones are sent as their own chunk, without a copy.
+const INLINE_VALUE_MAX: usize = 4096;
+
+/// A method of the Cache service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Get,
+    Set,
+    Delete,
+}
+
+impl Method {
+    pub const ALL: [Method; 3] = [Method::Get, Method::Set, Method::Delete];
+
+    /// The method a request path names, `None` for anything else.
+    pub fn from_path(path: &str) -> Option<Method> {
+        match path {
+            "/nexuscache.v1.Cache/Get" => Some(Method::Get),
+            "/nexuscache.v1.Cache/Set" => Some(Method::Set),
+            "/nexuscache.v1.Cache/Delete" => Some(Method::Delete),
+            _ => None,
+        }
+    }
+
+    /// The request path (`:path`).
+    pub fn path(self) -> &'static str {
+        match self {
+            Method::Get => "/nexuscache.v1.Cache/Get",
+            Method::Set => "/nexuscache.v1.Cache/Set",
+            Method::Delete => "/nexuscache.v1.Cache/Delete",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Get => "Get",
+            Method::Set => "Set",
+            Method::Delete => "Delete",
+        }
+    }
+}
+
+/// Largest request message accepted: anything bigger cannot be valid.
+pub fn max_message_bytes(limits: &Limits) -> usize {
+    let value = usize::try_from(limits.max_value_bytes).unwrap_or(usize::MAX);
+    value
+        .saturating_add(limits.max_key_bytes)
+        .saturating_add(MESSAGE_OVERHEAD)
+}
+
+/// A decoded, validated request.
+#[derive(Debug)]
+pub struct CallRequest {
+    pub op: Op,
+    /// Sent by a node forwarding to this one: run here, never forward again.
+    pub forwarded: bool,
+}
+
+/// `SetRequest` with the value as `Bytes`, so decoding from a received
+/// frame slices the value instead of copying it. Same tags as the proto.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SetRequestBytes {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(bytes = "bytes", tag = "2")]
+    value: Bytes,
+    #[prost(uint64, tag = "3")]
+    ttl_seconds: u64,
+    #[prost(bool, tag = "4")]
+    hot: bool,
+    #[prost(bool, tag = "5")]
+    forwarded: bool,
+}
+
+/// `GetResponse` with the value as `Bytes` (see [`SetRequestBytes`]).
+#[derive(Clone, PartialEq, prost::Message)]
+struct GetResponseBytes {
+    #[prost(bool, tag = "1")]
+    found: bool,
+    #[prost(bytes = "bytes", tag = "2")]
+    value: Bytes,
+    #[prost(bool, tag = "3")]
+    hot: bool,
+}
+
+/// Decodes the message of a `method` call and checks it against `limits`.
+pub fn decode_request(
+    method: Method,
+    message: Bytes,
+    limits: &Limits,
+) -> Result<CallRequest, ApiError> {
+    let malformed = |e: prost::DecodeError| {
+        ApiError::Malformed(format!("cannot decode {} request: {e}", method.name()))
+    };
+    match method {
+        Method::Get => {
+            let req = GetRequest::decode(message).map_err(malformed)?;
+            Ok(CallRequest {
+                op: Op::Get {
+                    key: checked_key(req.key, limits)?,
+                },
+                forwarded: req.forwarded,
+            })
+        }
+        Method::Set => {
+            let req = SetRequestBytes::decode(message).map_err(malformed)?;
+            let key = checked_key(req.key, limits)?;
+            if req.ttl_seconds > MAX_TTL_SECONDS {
+                return Err(ApiError::invalid(
+                    "ttl_seconds",
+                    format!(
+                        "{} is over the maximum of {MAX_TTL_SECONDS} (three days)",
+                        req.ttl_seconds
+                    ),
+                ));
+            }
+            let len = req.value.len() as u64;
+            if len > limits.max_value_bytes {
+                return Err(ApiError::ValueTooLarge {
+                    len,
+                    limit: limits.max_value_bytes,
+                });
+            }
+            Ok(CallRequest {
+                op: Op::Set {
+                    key,
+                    value: req.value,
+                    ttl: Duration::from_secs(req.ttl_seconds),
+                    hot: req.hot,
+                },
+                forwarded: req.forwarded,
+            })
+        }
+        Method::Delete => {
+            let req = DeleteRequest::decode(message).map_err(malformed)?;
+            Ok(CallRequest {
+                op: Op::Delete {
+                    key: checked_key(req.key, limits)?,
+                },
+                forwarded: req.forwarded,
+            })
+        }
+    }
+}
+
+fn checked_key(key: Vec<u8>, limits: &Limits) -> Result<Box<[u8]>, ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::MissingKey);
+    }
+    if key.len() > limits.max_key_bytes {
+        return Err(ApiError::KeyTooLong {
+            len: key.len(),
+            limit: limits.max_key_bytes,
+            in_url: false,
+        });
+    }
+    Ok(key.into_boxed_slice())
+}
+
+/// The response message for the reply a core gave to a `method` op, or the
+/// error to answer with instead.
+pub fn encode_reply(method: Method, reply: Reply) -> Result<FramedMessage, ApiError> {
+    match (method, reply) {
+        (Method::Get, Reply::Value(Some((value, hot)))) => Ok(encode_fields(&[
+            Field::Varint(1, 1),
+            Field::Bytes(2, &value),
+            Field::Varint(3, u64::from(hot)),
+        ])),
+        (Method::Get, Reply::Value(None)) => Ok(encode_fields(&[])),
+        (Method::Set, Reply::Stored) => Ok(encode_fields(&[])),
+        (Method::Delete, Reply::Deleted(deleted)) => {
+            Ok(encode_fields(&[Field::Varint(1, u64::from(deleted))]))
+        }
+        (_, Reply::TooLarge(reason)) => Err(ApiError::EntryTooLarge(reason)),
+        (_, Reply::Unavailable) => Err(ApiError::Draining),
+        (_, Reply::OwnerUnavailable { peer, reason }) => {
+            Err(ApiError::OwnerUnavailable { peer, reason })
+        }
+        (method, other) => Err(ApiError::Internal(format!(
+            "unexpected reply to {}: {other:?}",
+            method.name()
+        ))),
+    }
+}
+
+/// Client side: a framed `GetRequest`.
+pub fn encode_get_request(key: &[u8], forwarded: bool) -> FramedMessage {
+    encode_fields(&[Field::Slice(1, key), Field::Varint(2, u64::from(forwarded))])
+}
+
+/// Client side: a framed `SetRequest`; a large value is not copied.
+pub fn encode_set_request(
+    key: &[u8],
+    value: &Bytes,
+    ttl_seconds: u64,
+    hot: bool,
+    forwarded: bool,
+) -> FramedMessage {
+    encode_fields(&[
+        Field::Slice(1, key),
+        Field::Bytes(2, value),
+        Field::Varint(3, ttl_seconds),
+        Field::Varint(4, u64::from(hot)),
+        Field::Varint(5, u64::from(forwarded)),
+    ])
+}
+
+/// Client side: a framed `DeleteRequest`.
+pub fn encode_delete_request(key: &[u8], forwarded: bool) -> FramedMessage {
+    encode_fields(&[Field::Slice(1, key), Field::Varint(2, u64::from(forwarded))])
+}
+
+/// Client side: `Some((value, hot))` for a hit, `None` for a miss.
+pub fn decode_get_response(message: Bytes) -> Result<Option<(Bytes, bool)>, prost::DecodeError> {
+    let resp = GetResponseBytes::decode(message)?;
+    Ok(resp.found.then_some((resp.value, resp.hot)))
+}
+
+/// Client side: a `SetResponse` has no fields; this checks it parses.
+pub fn decode_set_response(message: Bytes) -> Result<(), prost::DecodeError> {
+    crate::proto::SetResponse::decode(message).map(drop)
+}
+
+/// Client side: whether a live entry was removed.
+pub fn decode_delete_response(message: Bytes) -> Result<bool, prost::DecodeError> {
+    crate::proto::DeleteResponse::decode(message).map(|r| r.deleted)
+}
+
+/// One length-prefixed message as a list of buffers to send in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FramedMessage {
+    chunks: Vec<Bytes>,
+}
+
+impl FramedMessage {
+    /// Bytes on the wire, prefix included.
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+
+    pub fn into_chunks(self) -> Vec<Bytes> {
+        self.chunks
+    }
+
+    /// The whole message in one buffer (copies when there are several chunks).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.chunks.as_slice() {
+            [one] => one.clone(),
+            chunks => {
+                let mut all = BytesMut::with_capacity(self.len());
+                for c in chunks {
+                    all.put_slice(c);
+                }
+                all.freeze()
+            }
+        }
+    }
+}
+
+/// A protobuf field to encode; zero and empty values are skipped (proto3).
+enum Field<'a> {
+    Varint(u32, u64),
+    Slice(u32, &'a [u8]),
+    /// Shared buffer: large values become their own chunk.
+    Bytes(u32, &'a Bytes),
+}
+
+impl Field<'_> {
+    fn encoded_len(&self) -> usize {
+        match *self {
+            Field::Varint(_, 0) => 0,
+            Field::Varint(tag, v) => key_len(tag) + encoded_len_varint(v),
+            Field::Slice(_, []) => 0,
+            Field::Bytes(_, b) if b.is_empty() => 0,
+            Field::Slice(tag, b) => length_delimited_len(tag, b.len()),
+            Field::Bytes(tag, b) => length_delimited_len(tag, b.len()),
+        }
+    }
+}
+
+fn length_delimited_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+fn encode_fields(fields: &[Field<'_>]) -> FramedMessage {
+    let body_len: usize = fields.iter().map(Field::encoded_len).sum();
+    let inline: usize = fields
+        .iter()
+        .map(|f| match f {
+            Field::Bytes(_, b) if b.len() > INLINE_VALUE_MAX => f.encoded_len() - b.len(),
+            f => f.encoded_len(),
+        })
+        .sum();
+    let mut chunks = Vec::new();
+    let mut buf = BytesMut::with_capacity(PREFIX_LEN + inline);
+    buf.put_slice(&prefix(body_len));
+    for field in fields {
+        match *field {
+            Field::Varint(_, 0) => {}
+            Field::Varint(tag, v) => {
+                encode_key(tag, WireType::Varint, &mut buf);
+                encode_varint(v, &mut buf);
+            }
+            Field::Slice(tag, b) if !b.is_empty() => {
+                encode_key(tag, WireType::LengthDelimited, &mut buf);
+                encode_varint(b.len() as u64, &mut buf);
+                buf.put_slice(b);
+            }
+            Field::Bytes(tag, b) if !b.is_empty() => {
+                encode_key(tag, WireType::LengthDelimited, &mut buf);
+                encode_varint(b.len() as u64, &mut buf);
+                if b.len() > INLINE_VALUE_MAX {
+                    chunks.push(buf.split().freeze());
+                    chunks.push(b.clone());
+                } else {
+                    buf.put_slice(b);
+                }
+            }
+            Field::Slice(..) | Field::Bytes(..) => {}
+        }
+    }
+    if !buf.is_empty() {
+        chunks.push(buf.freeze());
+    }
+    FramedMessage { chunks }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grpc::frame;
+    use crate::proto;
+
+    const LIMITS: Limits = Limits {
+        max_key_bytes: 8,
+        max_value_bytes: 16,
+    };
+
+    fn body(framed: &FramedMessage) -> Bytes {
+        let all = framed.to_bytes();
+        let mut d = frame::UnaryDecoder::new(usize::MAX);
+        d.push(all).unwrap();
+        d.finish().unwrap()
+    }
+
+    #[test]
+    fn paths_round_trip() {
+        for m in Method::ALL {
+            assert_eq!(Method::from_path(m.path()), Some(m));
+            assert_eq!(m.path(), format!("/{SERVICE}/{}", m.name()));
+        }
+        assert_eq!(Method::from_path("/nexuscache.v1.Cache/Nope"), None);
+        assert_eq!(Method::from_path("/nexuscache.v1.Cache/get"), None);
+    }
+
+    #[test]
+    fn message_limit_covers_key_value_and_overhead() {
+        assert_eq!(max_message_bytes(&LIMITS), 8 + 16 + 1024);
+    }
+
+    #[test]
+    fn client_encoders_match_prost_byte_for_byte() {
+        let big = Bytes::from(vec![7u8; INLINE_VALUE_MAX + 1]);
+        for value in [Bytes::new(), Bytes::from_static(b"v"), big] {
+            for (ttl, hot, fwd) in [
+                (0, false, false),
+                (300, true, true),
+                (u64::MAX, false, true),
+            ] {
+                let ours = encode_set_request(b"key", &value, ttl, hot, fwd);
+                let theirs = frame::encode(&proto::SetRequest {
+                    key: b"key".to_vec(),
+                    value: value.to_vec(),
+                    ttl_seconds: ttl,
+                    hot,
+                    forwarded: fwd,
+                });
+                assert_eq!(ours.to_bytes(), theirs);
+            }
+        }
+        for fwd in [false, true] {
+            let theirs = frame::encode(&proto::GetRequest {
+                key: b"k".to_vec(),
+                forwarded: fwd,
+            });
+            assert_eq!(encode_get_request(b"k", fwd).to_bytes(), theirs);
+            let theirs = frame::encode(&proto::DeleteRequest {
+                key: b"k".to_vec(),
+                forwarded: fwd,
+            });
+            assert_eq!(encode_delete_request(b"k", fwd).to_bytes(), theirs);
+        }
+    }
+
+    #[test]
+    fn large_values_are_sent_without_a_copy() {
+        let big = Bytes::from(vec![1u8; INLINE_VALUE_MAX * 2]);
+        let framed = encode_set_request(b"k", &big, 0, false, true);
+        assert!(framed.chunks().iter().any(|c| c.as_ptr() == big.as_ptr()));
+        let reply = encode_reply(Method::Get, Reply::Value(Some((big.clone(), false)))).unwrap();
+        assert!(reply.chunks().iter().any(|c| c.as_ptr() == big.as_ptr()));
+        assert_eq!(framed.len(), framed.to_bytes().len());
+    }
+
+    #[test]
+    fn replies_match_prost_byte_for_byte() {
+        let big = Bytes::from(vec![9u8; INLINE_VALUE_MAX + 10]);
+        for (value, hot) in [
+            (Bytes::from_static(b"v"), true),
+            (Bytes::new(), false),
+            (big, false),
+        ] {
+            let ours = encode_reply(Method::Get, Reply::Value(Some((value.clone(), hot)))).unwrap();
+            let theirs = frame::encode(&proto::GetResponse {
+                found: true,
+                value: value.to_vec(),
+                hot,
+            });
+            assert_eq!(ours.to_bytes(), theirs);
+            assert_eq!(
+                decode_get_response(body(&ours)).unwrap(),
+                Some((value, hot))
+            );
+        }
+        let miss = encode_reply(Method::Get, Reply::Value(None)).unwrap();
+        assert_eq!(
+            miss.to_bytes(),
+            frame::encode(&proto::GetResponse::default())
+        );
+        assert_eq!(decode_get_response(body(&miss)).unwrap(), None);
+
+        let stored = encode_reply(Method::Set, Reply::Stored).unwrap();
+        assert_eq!(stored.to_bytes(), frame::encode(&proto::SetResponse {}));
+        decode_set_response(body(&stored)).unwrap();
+
+        for deleted in [false, true] {
+            let ours = encode_reply(Method::Delete, Reply::Deleted(deleted)).unwrap();
+            assert_eq!(
+                ours.to_bytes(),
+                frame::encode(&proto::DeleteResponse { deleted })
+            );
+            assert_eq!(decode_delete_response(body(&ours)).unwrap(), deleted);
+        }
+    }
+
+    #[test]
+    fn reply_errors_become_statuses() {
+        use crate::grpc::status::{Code, Status};
+        let err = encode_reply(Method::Set, Reply::TooLarge("too big".into())).unwrap_err();
+        assert_eq!(Status::from(err).code, Code::ResourceExhausted);
+        let err = encode_reply(Method::Get, Reply::Unavailable).unwrap_err();
+        assert_eq!(Status::from(err).code, Code::Unavailable);
+        let err = encode_reply(Method::Get, Reply::Stored).unwrap_err();
+        assert_eq!(Status::from(err).code, Code::Internal);
+    }
+
+    fn decode(method: Method, msg: &impl prost::Message) -> Result<CallRequest, ApiError> {
+        decode_request(method, Bytes::from(msg.encode_to_vec()), &LIMITS)
+    }
+
+    #[test]
+    fn valid_requests_become_ops() {
+        let req = decode(
+            Method::Get,
+            &proto::GetRequest {
+                key: b"k".to_vec(),
+                forwarded: true,
+            },
+        )
+        .unwrap();
+        assert!(req.forwarded);
+        assert!(matches!(req.op, Op::Get { ref key } if &key[..] == b"k"));
+
+        let req = decode(
+            Method::Set,
+            &proto::SetRequest {
+                key: b"k".to_vec(),
+                value: b"value".to_vec(),
+                ttl_seconds: MAX_TTL_SECONDS,
+                hot: true,
+                forwarded: false,
+            },
+        )
+        .unwrap();
+        assert!(!req.forwarded);
+        match req.op {
+            Op::Set {
+                key,
+                value,
+                ttl,
+                hot,
+            } => {
+                assert_eq!(&key[..], b"k");
+                assert_eq!(value, Bytes::from_static(b"value"));
+                assert_eq!(ttl, Duration::from_secs(MAX_TTL_SECONDS));
+                assert!(hot);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let req = decode(
+            Method::Delete,
+            &proto::DeleteRequest {
+                key: vec![b'x'; 8],
+                forwarded: false,
+            },
+        )
+        .unwrap();
+        assert!(matches!(req.op, Op::Delete { ref key } if key.len() == 8));
+    }
+
+    #[test]
+    fn set_value_is_sliced_from_the_message() {
+        let message = Bytes::from(
+            proto::SetRequest {
+                key: b"k".to_vec(),
+                value: b"0123456789".to_vec(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        let req = decode_request(Method::Set, message.clone(), &LIMITS).unwrap();
+        let Op::Set { value, .. } = req.op else {
+            panic!("not a set")
+        };
+        let range = message.as_ptr_range();
+        assert!(range.contains(&value.as_ptr()));
+    }
+
+    #[test]
+    fn invalid_requests_are_refused_with_the_documented_errors() {
+        use crate::grpc::status::{Code, Status};
+        let code = |r: Result<CallRequest, ApiError>| Status::from(r.unwrap_err()).code;
+
+        assert_eq!(
+            code(decode(Method::Get, &proto::GetRequest::default())),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(decode(
+                Method::Delete,
+                &proto::DeleteRequest {
+                    key: vec![b'x'; 9],
+                    forwarded: false
+                }
+            )),
+            Code::InvalidArgument
+        );
+        let set = |ttl_seconds, value_len| proto::SetRequest {
+            key: b"k".to_vec(),
+            value: vec![0; value_len],
+            ttl_seconds,
+            ..Default::default()
+        };
+        assert_eq!(
+            code(decode(Method::Set, &set(MAX_TTL_SECONDS + 1, 1))),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(decode(Method::Set, &set(0, 17))),
+            Code::ResourceExhausted
+        );
+        assert!(decode(Method::Set, &set(0, 16)).is_ok());
+        let err =
+            decode_request(Method::Get, Bytes::from_static(&[0xff, 0xff]), &LIMITS).unwrap_err();
+        assert!(matches!(err, ApiError::Malformed(_)), "{err:?}");
+        assert_eq!(Status::from(err).code, Code::InvalidArgument);
+    }
+}

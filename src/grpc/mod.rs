@@ -1,0 +1,30 @@
+//! The gRPC wire format, without a runtime.
+//!
+//! Everything a gRPC server or client on a data core needs that is pure
+//! bytes-in, bytes-out lives here, so it can be unit-tested and fuzzed with
+//! no executor and no socket (`src/api/grpc.rs` and `src/peer/` add the h2
+//! streams on glommio):
+//!
+//! - [`frame`]: the 5-byte length prefix (1 flag byte + big-endian `u32`)
+//!   and an incremental decoder for the one message of a unary call, which
+//!   refuses an oversized message from its prefix alone.
+//! - [`status`]: the grpc-status codes, the mapping from our errors, and
+//!   the percent-encoding of `grpc-message`.
+//! - [`timeout`]: the `grpc-timeout` header (`<= 8 digits` + `H M S m u n`).
+//! - [`cache`]: the `nexuscache.v1.Cache` methods: request decoding and
+//!   validation into an [`crate::ops::Op`], reply encoding, and the client
+//!   side of the same messages.
+//! - [`io`]: an adapter from `futures-io` streams (glommio's) to the
+//!   `tokio::io` traits that `h2` is written against.
+//!
+//! Reference: grpc/grpc `doc/PROTOCOL-HTTP2.md`.
+
+pub mod cache;
+pub mod frame;
+pub mod io;
+pub mod status;
+pub mod timeout;
+
+/// `content-type` of every gRPC request and response we send. Requests are
+/// accepted with any `application/grpc` prefix (`application/grpc+proto`).
+pub const CONTENT_TYPE: &str = "application/grpc";

@@ -1,0 +1,644 @@
+//! [`PeerClient`]: one core's multiplexed HTTP/2 connection to one peer.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_lite::future;
+use glommio::net::TcpStream;
+use glommio::timer::Timer;
+use h2::client::SendRequest;
+use http::header::{HeaderValue, CONTENT_TYPE, TE};
+use http::{HeaderMap, StatusCode, Uri};
+use tracing::debug;
+
+use super::streams::{read_unary, send_message, ReadError};
+use super::{PeerConfig, PeerError};
+use crate::grpc::cache::{self, FramedMessage, Method};
+use crate::grpc::io::TokioIo;
+use crate::grpc::status::{decode_message, Code};
+use crate::grpc::{timeout, CONTENT_TYPE as GRPC_CONTENT_TYPE};
+use crate::ops::{Op, Reply};
+
+/// Per-stream receive window: a whole value of the default size limit
+/// arrives without waiting for a window update.
+const STREAM_WINDOW: u32 = 1 << 20;
+/// Receive window shared by all streams of the connection.
+const CONNECTION_WINDOW: u32 = 4 << 20;
+/// Largest response header block we accept.
+const MAX_HEADER_LIST: u32 = 16 << 10;
+
+/// A cheap, clonable handle to one core's connection to one peer node.
+/// Clones share the connection. Not `Send`: it belongs to its core.
+#[derive(Clone)]
+pub struct PeerClient {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    addr: SocketAddr,
+    config: PeerConfig,
+    /// `http://addr/nexuscache.v1.Cache/{Get,Set,Delete}`, in `Method::ALL` order.
+    uris: [Uri; 3],
+    grpc_timeout: HeaderValue,
+    state: RefCell<State>,
+    /// Held while connecting, so concurrent first requests make one
+    /// connection, not one each.
+    connecting: tokio::sync::Mutex<()>,
+    generation: Cell<u64>,
+}
+
+enum State {
+    /// Not connected: the next request connects.
+    Idle,
+    Ready {
+        sender: SendRequest<Bytes>,
+        /// Tells this connection apart from earlier ones, so news about an
+        /// old connection never tears down a newer one.
+        generation: u64,
+    },
+    /// The last connect attempt failed: fail fast until `until`.
+    Broken { until: Instant, reason: String },
+}
+
+/// How one exchange went wrong, which decides what happens to the connection.
+enum Failure {
+    /// The connection was gone before the request left: safe to retry once
+    /// on a fresh connection.
+    NotSent(h2::Error),
+    /// The connection failed under the request.
+    Connection(h2::Error),
+    /// An answer (or a protocol violation) that leaves the connection fine.
+    Peer(PeerError),
+}
+
+impl PeerClient {
+    /// A client for the node whose gRPC port is at `addr`; nothing happens
+    /// on the network until the first request.
+    pub fn new(addr: SocketAddr, config: PeerConfig) -> PeerClient {
+        let uri = |method: Method| {
+            Uri::builder()
+                .scheme("http")
+                .authority(addr.to_string().as_str())
+                .path_and_query(method.path())
+                .build()
+                // A socket address is always a valid authority and the
+                // paths are constants.
+                .unwrap_or_default()
+        };
+        let grpc_timeout = HeaderValue::from_str(&timeout::encode(config.request_timeout))
+            .unwrap_or_else(|_| HeaderValue::from_static("1S"));
+        PeerClient {
+            inner: Rc::new(Inner {
+                addr,
+                uris: Method::ALL.map(uri),
+                grpc_timeout,
+                config,
+                state: RefCell::new(State::Idle),
+                connecting: tokio::sync::Mutex::new(()),
+                generation: Cell::new(0),
+            }),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Whether a connection is currently established.
+    pub fn is_connected(&self) -> bool {
+        matches!(*self.inner.state.borrow(), State::Ready { .. })
+    }
+
+    /// `Some((value, hot))` on a hit, `None` on a miss.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<(Bytes, bool)>, PeerError> {
+        let message = self
+            .call(Method::Get, cache::encode_get_request(key, true))
+            .await?;
+        cache::decode_get_response(message)
+            .map_err(|e| self.protocol(format!("bad GetResponse: {e}")))
+    }
+
+    /// Stores `value` under `key` on the peer; `ttl_secs == 0` never expires.
+    pub async fn set(
+        &self,
+        key: &[u8],
+        value: Bytes,
+        ttl_secs: u64,
+        hot: bool,
+    ) -> Result<(), PeerError> {
+        let message = cache::encode_set_request(key, &value, ttl_secs, hot, true);
+        let reply = self.call(Method::Set, message).await?;
+        cache::decode_set_response(reply)
+            .map_err(|e| self.protocol(format!("bad SetResponse: {e}")))
+    }
+
+    /// Whether a live entry was removed.
+    pub async fn delete(&self, key: &[u8]) -> Result<bool, PeerError> {
+        let message = self
+            .call(Method::Delete, cache::encode_delete_request(key, true))
+            .await?;
+        cache::decode_delete_response(message)
+            .map_err(|e| self.protocol(format!("bad DeleteResponse: {e}")))
+    }
+
+    /// Runs a key op on the peer and answers as the owning core would have.
+    /// A value the peer refuses as too large becomes `Reply::TooLarge`, like
+    /// a local shard's refusal; every other failure is an error.
+    pub async fn forward(&self, op: Op) -> Result<Reply, PeerError> {
+        match op {
+            Op::Get { key } => self.get(&key).await.map(Reply::Value),
+            Op::Set {
+                key,
+                value,
+                ttl,
+                hot,
+            } => {
+                // Round up: a TTL never shrinks on its way to the owner.
+                let ttl_secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+                match self.set(&key, value, ttl_secs, hot).await {
+                    Ok(()) => Ok(Reply::Stored),
+                    Err(PeerError::Status {
+                        code: Code::ResourceExhausted,
+                        message,
+                        ..
+                    }) => Ok(Reply::TooLarge(message)),
+                    Err(e) => Err(e),
+                }
+            }
+            Op::Delete { key } => self.delete(&key).await.map(Reply::Deleted),
+            Op::Snapshot => Err(PeerError::NotForwardable("Snapshot")),
+        }
+    }
+
+    /// One unary call: the response message, or why there is none.
+    async fn call(&self, method: Method, message: FramedMessage) -> Result<Bytes, PeerError> {
+        let mut retried = false;
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        loop {
+            let (sender, generation) = self.connection().await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let exchange = self.exchange(sender, method, message.clone());
+            let timer = async {
+                Timer::new(left).await;
+                Err(Failure::Peer(PeerError::Timeout {
+                    addr: self.inner.addr,
+                    after: self.inner.config.request_timeout,
+                }))
+            };
+            match future::or(exchange, timer).await {
+                Ok(message) => return Ok(message),
+                Err(Failure::Peer(e)) => return Err(e),
+                Err(Failure::NotSent(e)) if !retried => {
+                    debug!(peer = %self.inner.addr, "connection gone before the request; reconnecting: {e}");
+                    self.inner.connection_ended(generation);
+                    retried = true;
+                }
+                Err(Failure::NotSent(e) | Failure::Connection(e)) => {
+                    self.inner.connection_ended(generation);
+                    return Err(PeerError::ConnectionLost {
+                        addr: self.inner.addr,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The current connection, connecting first if there is none.
+    async fn connection(&self) -> Result<(SendRequest<Bytes>, u64), PeerError> {
+        if let Some(ready) = self.inner.current()? {
+            return Ok(ready);
+        }
+        let _connecting = self.inner.connecting.lock().await;
+        // Someone else may have connected (or failed) while we waited.
+        if let Some(ready) = self.inner.current()? {
+            return Ok(ready);
+        }
+        match self.connect().await {
+            Ok(ready) => Ok(ready),
+            Err(e) => {
+                debug!(peer = %self.inner.addr, "connect failed: {e}");
+                *self.inner.state.borrow_mut() = State::Broken {
+                    until: Instant::now() + self.inner.config.reconnect_backoff,
+                    reason: e.to_string(),
+                };
+                Err(e)
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<(SendRequest<Bytes>, u64), PeerError> {
+        let addr = self.inner.addr;
+        let limit = self.inner.config.connect_timeout;
+        let timed_out = PeerError::ConnectTimeout { addr, after: limit };
+        let attempt = async {
+            let stream = TcpStream::connect_timeout(addr, limit).await.map_err(|e| {
+                match std::io::Error::from(e) {
+                    e if e.kind() == std::io::ErrorKind::TimedOut => timed_out.clone(),
+                    e => PeerError::Connect {
+                        addr,
+                        reason: e.to_string(),
+                    },
+                }
+            })?;
+            let _ = stream.set_nodelay(true);
+            h2::client::Builder::new()
+                .initial_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .max_header_list_size(MAX_HEADER_LIST)
+                .handshake::<_, Bytes>(TokioIo(stream))
+                .await
+                .map_err(|e| PeerError::Connect {
+                    addr,
+                    reason: format!("HTTP/2 handshake: {e}"),
+                })
+        };
+        let timer = async {
+            Timer::new(limit).await;
+            Err(timed_out.clone())
+        };
+        let (sender, connection) = future::or(attempt, timer).await?;
+
+        let generation = self.inner.generation.get() + 1;
+        self.inner.generation.set(generation);
+        // The connection does its I/O only while polled: a task of its own
+        // drives it for as long as it lives, and reports when it ends.
+        let inner: Weak<Inner> = Rc::downgrade(&self.inner);
+        glommio::spawn_local(async move {
+            if let Err(e) = connection.await {
+                debug!(peer = %addr, "connection ended: {e}");
+            }
+            if let Some(inner) = inner.upgrade() {
+                inner.connection_ended(generation);
+            }
+        })
+        .detach();
+        *self.inner.state.borrow_mut() = State::Ready {
+            sender: sender.clone(),
+            generation,
+        };
+        debug!(peer = %addr, generation, "connected");
+        Ok((sender, generation))
+    }
+
+    /// Sends one request on the connection and reads its answer.
+    async fn exchange(
+        &self,
+        sender: SendRequest<Bytes>,
+        method: Method,
+        message: FramedMessage,
+    ) -> Result<Bytes, Failure> {
+        let mut sender = sender.ready().await.map_err(Failure::NotSent)?;
+        let (response, mut body) = sender
+            .send_request(self.request(method), false)
+            .map_err(Failure::NotSent)?;
+        send_message(&mut body, message, true)
+            .await
+            .map_err(|e| self.h2_failure(e))?;
+        let response = response.await.map_err(|e| self.h2_failure(e))?;
+        let (head, mut body) = response.into_parts();
+
+        if let Some(status) = head.headers.get("grpc-status") {
+            // Trailers-only: the status came in the headers, no message.
+            return Err(Failure::Peer(self.status_error(status, &head.headers)));
+        }
+        if head.status != StatusCode::OK {
+            return Err(Failure::Peer(PeerError::Status {
+                addr: self.inner.addr,
+                code: Code::from_http_status(head.status.as_u16()),
+                message: format!("HTTP status {}", head.status),
+            }));
+        }
+        let content_type = head
+            .headers
+            .get(CONTENT_TYPE)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !content_type.starts_with(GRPC_CONTENT_TYPE.as_bytes()) {
+            return Err(Failure::Peer(self.protocol(format!(
+                "content-type {:?} is not gRPC",
+                String::from_utf8_lossy(content_type)
+            ))));
+        }
+        let message = match read_unary(&mut body, self.inner.config.max_response_bytes).await {
+            Ok(message) => message,
+            Err(ReadError::Stream(e)) => return Err(self.h2_failure(e)),
+            Err(ReadError::Frame(e)) => return Err(Failure::Peer(self.protocol(e.to_string()))),
+        };
+        let trailers = body
+            .trailers()
+            .await
+            .map_err(|e| self.h2_failure(e))?
+            .unwrap_or_default();
+        match trailers.get("grpc-status") {
+            None => Err(Failure::Peer(
+                self.protocol("response ended without grpc-status"),
+            )),
+            Some(status) if status.as_bytes() != b"0" => {
+                Err(Failure::Peer(self.status_error(status, &trailers)))
+            }
+            Some(_) => message.ok_or_else(|| {
+                Failure::Peer(self.protocol("status OK without a response message"))
+            }),
+        }
+    }
+
+    fn request(&self, method: Method) -> http::Request<()> {
+        let index = Method::ALL.iter().position(|m| *m == method).unwrap_or(0);
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = self.inner.uris[index].clone();
+        *request.version_mut() = http::Version::HTTP_2;
+        let headers = request.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert("grpc-timeout", self.inner.grpc_timeout.clone());
+        request
+    }
+
+    /// A stream-level reset leaves the connection alone; anything else
+    /// (I/O error, GOAWAY) means the connection is finished.
+    fn h2_failure(&self, e: h2::Error) -> Failure {
+        if e.is_reset() && !e.is_go_away() {
+            let reason = e.reason().map_or_else(
+                || e.to_string(),
+                |r| format!("stream reset by peer ({r:?})"),
+            );
+            return Failure::Peer(self.protocol(reason));
+        }
+        Failure::Connection(e)
+    }
+
+    fn status_error(&self, status: &HeaderValue, headers: &HeaderMap) -> PeerError {
+        let Some(code) = Code::from_header(status.as_bytes()) else {
+            return self.protocol(format!("invalid grpc-status {status:?}"));
+        };
+        if code == Code::Ok {
+            return self.protocol("status OK without a response message");
+        }
+        PeerError::Status {
+            addr: self.inner.addr,
+            code,
+            message: headers
+                .get("grpc-message")
+                .map(|m| decode_message(m.as_bytes()))
+                .unwrap_or_default(),
+        }
+    }
+
+    fn protocol(&self, reason: impl Into<String>) -> PeerError {
+        PeerError::Protocol {
+            addr: self.inner.addr,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Debug for PeerClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &*self.inner.state.borrow() {
+            State::Idle => "idle",
+            State::Ready { .. } => "connected",
+            State::Broken { .. } => "backing off",
+        };
+        f.debug_struct("PeerClient")
+            .field("addr", &self.inner.addr)
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl Inner {
+    /// The live connection, `None` if a connect is due, or the fail-fast
+    /// error while backing off.
+    fn current(&self) -> Result<Option<(SendRequest<Bytes>, u64)>, PeerError> {
+        match &*self.state.borrow() {
+            State::Ready { sender, generation } => Ok(Some((sender.clone(), *generation))),
+            State::Broken { until, reason } => {
+                let now = Instant::now();
+                if now < *until {
+                    Err(PeerError::Backoff {
+                        addr: self.addr,
+                        reason: reason.clone(),
+                        retry_in: *until - now,
+                    })
+                } else {
+                    Ok(None)
+                }
+            }
+            State::Idle => Ok(None),
+        }
+    }
+
+    /// Connection `generation` is finished: the next request reconnects
+    /// (a connect failure then starts the backoff).
+    fn connection_ended(&self, generation: u64) {
+        let mut state = self.state.borrow_mut();
+        if matches!(*state, State::Ready { generation: g, .. } if g == generation) {
+            *state = State::Idle;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use futures_lite::AsyncWriteExt;
+    use glommio::net::TcpListener;
+
+    use super::*;
+    use crate::api::grpc::testing::{self, Server};
+
+    fn config(request_timeout_ms: u64, backoff_ms: u64) -> PeerConfig {
+        PeerConfig {
+            connect_timeout: Duration::from_millis(200),
+            request_timeout: Duration::from_millis(request_timeout_ms),
+            reconnect_backoff: Duration::from_millis(backoff_ms),
+            ..PeerConfig::default()
+        }
+    }
+
+    /// A loopback port with nothing listening on it.
+    fn closed_port() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    #[test]
+    fn concurrent_requests_share_one_connection() {
+        testing::run(|| async {
+            let server = Server::start(testing::core("1MiB").await);
+            let peer = PeerClient::new(server.addr, config(5000, 100));
+            let done = Rc::new(Cell::new(0));
+            let tasks: Vec<_> = (0..64)
+                .map(|i| {
+                    let (peer, done) = (peer.clone(), done.clone());
+                    glommio::spawn_local(async move {
+                        let key = format!("key-{i}");
+                        let value = Bytes::from(format!("value-{i}"));
+                        peer.set(key.as_bytes(), value.clone(), 0, false)
+                            .await
+                            .unwrap();
+                        assert_eq!(
+                            peer.get(key.as_bytes()).await.unwrap(),
+                            Some((value, false))
+                        );
+                        done.set(done.get() + 1);
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await;
+            }
+            assert_eq!(done.get(), 64);
+            assert_eq!(
+                server.accepted.get(),
+                1,
+                "requests must share one connection"
+            );
+        });
+    }
+
+    #[test]
+    fn a_dead_peer_fails_fast_during_the_backoff() {
+        testing::run(|| async {
+            let addr = closed_port();
+            let peer = PeerClient::new(addr, config(500, 300));
+            let started = Instant::now();
+            let first = peer.get(b"k").await;
+            assert!(matches!(first, Err(PeerError::Connect { .. })), "{first:?}");
+            for _ in 0..100 {
+                let next = peer.get(b"k").await;
+                assert!(matches!(next, Err(PeerError::Backoff { .. })), "{next:?}");
+                assert_eq!(next.unwrap_err().code(), Code::Unavailable);
+            }
+            assert!(started.elapsed() < Duration::from_millis(300));
+            glommio::timer::sleep(Duration::from_millis(320)).await;
+            // The window passed: one new attempt, which fails again.
+            let again = peer.get(b"k").await;
+            assert!(matches!(again, Err(PeerError::Connect { .. })), "{again:?}");
+        });
+    }
+
+    #[test]
+    fn a_silent_peer_times_out_instead_of_hanging() {
+        testing::run(|| async {
+            // Accepts connections and never says a word.
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let _hold = glommio::spawn_local(async move {
+                let mut held = Vec::new();
+                while let Ok(stream) = listener.accept().await {
+                    held.push(stream);
+                }
+            });
+            let peer = PeerClient::new(addr, config(150, 100));
+            for _ in 0..2 {
+                let started = Instant::now();
+                let result = peer.get(b"k").await;
+                let took = started.elapsed();
+                assert!(
+                    matches!(result, Err(PeerError::Timeout { .. })),
+                    "{result:?}"
+                );
+                assert!(took >= Duration::from_millis(140), "{took:?}");
+                assert!(took < Duration::from_secs(1), "{took:?}");
+            }
+        });
+    }
+
+    #[test]
+    fn a_peer_that_is_not_grpc_is_an_error_not_a_hang() {
+        testing::run(|| async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let _server = glommio::spawn_local(async move {
+                while let Ok(mut stream) = listener.accept().await {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n")
+                        .await;
+                    let _ = stream.close().await;
+                }
+            });
+            let peer = PeerClient::new(addr, config(1000, 100));
+            let started = Instant::now();
+            let result = peer.get(b"k").await;
+            assert!(
+                matches!(
+                    result,
+                    Err(PeerError::ConnectionLost { .. } | PeerError::Protocol { .. })
+                ),
+                "{result:?}"
+            );
+            assert!(started.elapsed() < Duration::from_millis(900));
+        });
+    }
+
+    #[test]
+    fn reconnects_after_the_connection_drops() {
+        testing::run(|| async {
+            let server = Server::start(testing::core("1KiB").await);
+            let peer = PeerClient::new(server.addr, config(2000, 100));
+            peer.set(b"k", Bytes::from_static(b"v"), 0, false)
+                .await
+                .unwrap();
+            assert!(peer.is_connected());
+            server.cut_connections();
+            let started = Instant::now();
+            while peer.is_connected() && started.elapsed() < Duration::from_secs(2) {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(
+                !peer.is_connected(),
+                "the closed connection was not noticed"
+            );
+            // No backoff after a connection (not a connect) failed.
+            assert_eq!(
+                peer.get(b"k").await.unwrap(),
+                Some((Bytes::from_static(b"v"), false))
+            );
+            assert_eq!(server.accepted.get(), 2);
+        });
+    }
+
+    #[test]
+    fn forward_maps_ops_and_refuses_snapshots() {
+        testing::run(|| async {
+            let server = Server::start(testing::core("1KiB").await);
+            let peer = PeerClient::new(server.addr, config(2000, 100));
+            let set = Op::Set {
+                key: Box::from(&b"k"[..]),
+                value: Bytes::from_static(b"v"),
+                ttl: Duration::from_millis(1500),
+                hot: true,
+            };
+            assert!(matches!(peer.forward(set).await, Ok(Reply::Stored)));
+            let get = Op::Get {
+                key: Box::from(&b"k"[..]),
+            };
+            match peer.forward(get).await {
+                Ok(Reply::Value(Some((v, hot)))) => assert!(v == "v" && hot),
+                other => panic!("{other:?}"),
+            }
+            let delete = Op::Delete {
+                key: Box::from(&b"k"[..]),
+            };
+            assert!(matches!(
+                peer.forward(delete).await,
+                Ok(Reply::Deleted(true))
+            ));
+            assert!(matches!(
+                peer.forward(Op::Snapshot).await,
+                Err(PeerError::NotForwardable(_))
+            ));
+        });
+    }
+}
