@@ -215,6 +215,7 @@ fn op_kind(head: &RequestHead<'_>) -> OpKind {
         "/readyz" => OpKind::Ready,
         "/metrics" => OpKind::Metrics,
         "/setpeer" => OpKind::Other,
+        p if p.starts_with("/v1/owner/") => OpKind::Other,
         p if p.starts_with("/v1/keys/") => match head.method {
             super::parse::Method::Put => OpKind::Set,
             super::parse::Method::Delete => OpKind::Delete,
@@ -280,6 +281,26 @@ async fn execute(core: &Core, command: Command, out: &mut Vec<u8>, close: bool) 
             Reply::Deleted(false) => text(out, 200, "not found", close),
             other => unexpected(out, other, close),
         },
+        Command::Owner { key } => {
+            let view = core.ring_view();
+            let line = match view.ring.owner(&key) {
+                Some(m) => format!(
+                    "node={} http={} grpc={} core={}",
+                    m.name,
+                    m.http_addr,
+                    m.grpc_addr,
+                    // Only meaningful when the owner has as many cores as we
+                    // do; static peers report 0 cores (unknown).
+                    if m.cores > 0 {
+                        crate::routing::core_of(&key, m.cores as usize).to_string()
+                    } else {
+                        "unknown".to_string()
+                    }
+                ),
+                None => "node=none".to_string(),
+            };
+            text(out, 200, &line, close)
+        }
         Command::SetPeer { name, addr } => {
             match core.control.set_peer(&name, addr.as_deref()).await {
                 Ok(member) => {

@@ -40,6 +40,10 @@ pub enum Command {
         key: Box<[u8]>,
         style: Style,
     },
+    /// Which node and core own a key (for operators and benchmarks).
+    Owner {
+        key: Box<[u8]>,
+    },
     /// Re-add a recovered node to the ring (`addr` only in static mode).
     SetPeer {
         name: String,
@@ -168,10 +172,16 @@ pub fn route(head: &RequestHead<'_>, body: &[u8], limits: &Limits) -> Result<Com
         "/healthz" => get_only(Command::Health),
         "/readyz" => get_only(Command::Ready),
         "/metrics" => get_only(Command::Metrics),
-        _ => match path.strip_prefix("/v1/keys/") {
-            Some(encoded) => route_v1(head, encoded, body, limits, not_allowed),
-            None => Err(ApiError::NoRoute(path.to_string())),
-        },
+        _ => {
+            if let Some(encoded) = path.strip_prefix("/v1/keys/") {
+                route_v1(head, encoded, body, limits, not_allowed)
+            } else if let Some(encoded) = path.strip_prefix("/v1/owner/") {
+                let key = checked_key(percent_decode(encoded.as_bytes(), false)?, limits, true)?;
+                get_only(Command::Owner { key })
+            } else {
+                Err(ApiError::NoRoute(path.to_string()))
+            }
+        }
     }
 }
 
