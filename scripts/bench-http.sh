@@ -1,0 +1,356 @@
+#!/usr/bin/env bash
+# HTTP GET throughput of one NexusCache node against nginx returning a fixed
+# body, on the same machine, in one run:
+#
+#   scripts/bench-http.sh [--keys N] [--value-size BYTES] [--duration SECONDS]
+#                         [--connections N] [--threads N] [--warmup SECONDS]
+#                         [--no-build] [--strict]
+#
+#   --keys N          keys prefilled and read at random (default 1000)
+#   --value-size B    value bytes per key (default 64)
+#   --duration S      measured wrk run per target (default 10)
+#   --connections N   wrk keep-alive connections (default 50)
+#   --threads N       wrk threads (default 1)
+#   --warmup S        unmeasured wrk run per target before measuring (default 2)
+#   --no-build        use the existing target/release/nexuscache
+#   --strict          exit 1 when nexuscache/nginx req/s is below 0.8
+#
+# nginx is the baseline: `return 200 "value=<V>"` with the same body bytes and
+# Content-Type as NexusCache's GET /api/get, worker_processes = CPUs, no access
+# log, keep-alive without a request limit. Both are driven by the same wrk Lua
+# script (GET /api/get?key=<random existing key>; nginx ignores the path).
+# Results also go to bench-results/http-<timestamp>.txt.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+TARGET_RATIO=0.8
+keys=1000
+value_size=64
+duration=10
+connections=50
+threads=1
+warmup=2
+build=1
+strict=0
+
+need_int() {
+    if ! [[ "$2" =~ ^[0-9]+$ ]] || (("$2" == 0)); then
+        die "$1 needs a positive integer, got '$2'"
+    fi
+}
+while (($#)); do
+    case "$1" in
+    --keys | --value-size | --duration | --connections | --threads | --warmup)
+        (($# >= 2)) || die "$1 needs a value"
+        need_int "$1" "$2"
+        case "$1" in
+        --keys) keys="$2" ;;
+        --value-size) value_size="$2" ;;
+        --duration) duration="$2" ;;
+        --connections) connections="$2" ;;
+        --threads) threads="$2" ;;
+        --warmup) warmup="$2" ;;
+        esac
+        shift
+        ;;
+    --no-build) build=0 ;;
+    --strict) strict=1 ;;
+    -h | --help)
+        sed -n '2,22s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+        exit 0
+        ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+    esac
+    shift
+done
+# wrk gives each thread connections/threads connections; fewer is an error.
+((connections >= threads)) || die "--connections must be >= --threads"
+
+cpus="$(nproc)"
+
+bash scripts/setup.sh
+ensure_cargo
+for c in nginx wrk curl python3; do
+    command -v "$c" >/dev/null 2>&1 || [[ -x "/usr/sbin/$c" ]] || die "$c not found after setup.sh"
+done
+nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+
+if ((build)); then
+    log "building release binary"
+    cargo build --release --bin nexuscache
+fi
+nc_bin="$(cargo_target_dir)/release/nexuscache"
+[[ -x "$nc_bin" ]] || die "$nc_bin not found (drop --no-build to build it)"
+raise_memlock
+check_io_uring
+
+tmp="$(mktemp -d -t nexuscache-bench-http.XXXXXX)"
+on_exit "rm -rf '$tmp'"
+
+ports_out="$(free_port 2)" || die "could not pick free ports"
+mapfile -t ports <<<"$ports_out"
+nc_port="${ports[0]}"
+nginx_port="${ports[1]}"
+
+# One value for every key: alphanumeric, so it needs no escaping in a form
+# body nor inside nginx's quoted `return` string (where `$` would start a
+# variable). Distinct values per key would not change what is measured.
+value="$(python3 -c 'import random, string, sys; r = random.Random(42); print("".join(r.choice(string.ascii_letters + string.digits) for _ in range(int(sys.argv[1]))))' "$value_size")"
+body="value=$value"
+body_len=${#body}
+
+# --- NexusCache --------------------------------------------------------------
+# RUST_LOG=warn unless set: per-request logging would measure the logger.
+log "starting nexuscache on 127.0.0.1:$nc_port with --cores $cpus"
+RUST_LOG="${RUST_LOG:-warn}" "$nc_bin" serve --bind 127.0.0.1 --http-port "$nc_port" --cores "$cpus" \
+    >"$tmp/nexuscache.log" 2>&1 &
+nc_pid=$!
+kill_on_exit "$nc_pid"
+if ! wait_http "http://127.0.0.1:$nc_port/readyz" 30 "$nc_pid"; then
+    tail -n 30 "$tmp/nexuscache.log" >&2 || true
+    die "nexuscache did not become ready (log above)"
+fi
+
+# --- nginx -------------------------------------------------------------------
+# Foreground (daemon off) so the PID we hold is the master; everything it
+# writes (pid, logs, temp dirs) stays in $tmp, nothing under /etc or /var.
+mkdir -p "$tmp/nginx/logs"
+cat >"$tmp/nginx/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes $cpus;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/logs/error.log warn;
+events {
+    worker_connections 4096;
+}
+http {
+    access_log off;
+    # Without a limit nginx closes a keep-alive connection after 1000
+    # requests (the default), which would add reconnects NexusCache doesn't pay.
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    client_body_temp_path $tmp/nginx/client_body;
+    proxy_temp_path $tmp/nginx/proxy;
+    fastcgi_temp_path $tmp/nginx/fastcgi;
+    uwsgi_temp_path $tmp/nginx/uwsgi;
+    scgi_temp_path $tmp/nginx/scgi;
+    server {
+        listen 127.0.0.1:$nginx_port;
+        location / {
+            # Same Content-Type and body as NexusCache's GET /api/get hit.
+            default_type "text/plain; charset=utf-8";
+            return 200 "$body";
+        }
+    }
+}
+EOF
+# -e: nginx opens its error log before reading the config; keep even that
+# out of /var/log.
+"$nginx_bin" -t -q -p "$tmp/nginx" -e "$tmp/nginx/logs/error.log" -c "$tmp/nginx/nginx.conf" ||
+    die "generated nginx config is invalid: $tmp/nginx/nginx.conf"
+log "starting nginx on 127.0.0.1:$nginx_port with $cpus workers"
+"$nginx_bin" -p "$tmp/nginx" -e "$tmp/nginx/logs/error.log" -c "$tmp/nginx/nginx.conf" \
+    >"$tmp/nginx/stdout.log" 2>&1 &
+nginx_pid=$!
+kill_on_exit "$nginx_pid"
+if ! wait_http "http://127.0.0.1:$nginx_port/" 15 "$nginx_pid"; then
+    cat "$tmp/nginx/logs/error.log" "$tmp/nginx/stdout.log" >&2 || true
+    die "nginx did not start"
+fi
+
+# --- prefill -----------------------------------------------------------------
+# One curl process over one keep-alive connection for all keys: a curl per key
+# would take minutes for large --keys. Each request prints its status code.
+log "prefilling $keys keys of $value_size bytes"
+python3 - "$keys" "$value" "http://127.0.0.1:$nc_port/api/set" >"$tmp/prefill.curl" <<'PY'
+import sys
+n, value, url = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+out = sys.stdout
+for i in range(n):
+    out.write(f'url = "{url}"\ndata = "key=k{i}&value={value}"\n'
+              'output = "/dev/null"\nwrite-out = "%{http_code}\\n"\n')
+    if i != n - 1:
+        out.write("next\n")
+PY
+curl -sS --config "$tmp/prefill.curl" >"$tmp/prefill.codes" ||
+    die "prefill failed (curl exit $?)"
+bad="$(grep -cv '^200$' "$tmp/prefill.codes" || true)"
+got="$(wc -l <"$tmp/prefill.codes")"
+((got == keys && bad == 0)) ||
+    die "prefill: $got responses for $keys keys, $bad not 200 (first: $(grep -v '^200$' "$tmp/prefill.codes" | head -n1))"
+
+# --- verify: we must benchmark hits of identical responses -------------------
+# fetch URL -> "status size content-type header-bytes", body in $tmp/sample
+fetch() {
+    curl -sS -o "$tmp/sample" -w '%{http_code} %{size_download} %{content_type}|%{size_header}' "$1"
+}
+verify() {
+    local name="$1" url="$2" out code size ctype hdr
+    out="$(fetch "$url")" || die "$name: GET $url failed"
+    code="${out%% *}"
+    out="${out#* }"
+    size="${out%% *}"
+    out="${out#* }"
+    ctype="${out%|*}"
+    hdr="${out##*|}"
+    [[ "$code" == 200 ]] || die "$name: GET $url answered $code, expected 200 (a miss would benchmark 404s)"
+    [[ "$size" == "$body_len" ]] || die "$name: body is $size bytes, expected $body_len"
+    cmp -s "$tmp/sample" <(printf '%s' "$body") || die "$name: body differs from 'value=<value>'"
+    [[ "$ctype" == "text/plain; charset=utf-8" ]] || die "$name: Content-Type is '$ctype', expected 'text/plain; charset=utf-8'"
+    printf '%-11s GET -> %s, body %s bytes, headers %s bytes, Content-Type: %s\n' "$name" "$code" "$size" "$hdr" "$ctype"
+}
+verification="$(
+    verify nexuscache "http://127.0.0.1:$nc_port/api/get?key=k0"
+    verify nexuscache "http://127.0.0.1:$nc_port/api/get?key=k$((keys - 1))"
+    verify nginx "http://127.0.0.1:$nginx_port/api/get?key=k0"
+)"
+printf '%s\n' "$verification" >&2
+
+# --- wrk -----------------------------------------------------------------------
+# request(): a random existing key per request on keep-alive connections.
+# done(): one machine-readable line (wrk's human output mixes units: us/ms/s).
+cat >"$tmp/get.lua" <<EOF
+local nkeys = $keys
+local counter = 0
+function setup(thread)
+    counter = counter + 1
+    thread:set("seed", counter)
+end
+function init(args)
+    math.randomseed(os.time() * 1000 + (seed or 0))
+end
+function request()
+    return wrk.format("GET", "/api/get?key=k" .. math.random(0, nkeys - 1))
+end
+function done(summary, latency, requests)
+    local e = summary.errors
+    io.write(string.format(
+        "BENCH_RESULT requests=%d duration_us=%d p50_us=%.1f p99_us=%.1f status=%d connect=%d read=%d write=%d timeout=%d\n",
+        summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+        e.status, e.connect, e.read, e.write, e.timeout))
+end
+EOF
+
+# fail NAME OUTFILE MESSAGE: show what wrk and the server said, then die.
+fail() {
+    cat "$2" >&2
+    if [[ "$1" == nexuscache ]]; then
+        kill -0 "$nc_pid" 2>/dev/null || warn "nexuscache is no longer running"
+        echo "--- last lines of the nexuscache log ---" >&2
+        tail -n 20 "$tmp/nexuscache.log" >&2 || true
+    else
+        echo "--- nginx error log ---" >&2
+        tail -n 20 "$tmp/nginx/logs/error.log" >&2 || true
+    fi
+    die "$1: $3"
+}
+
+# run_wrk NAME PORT SECONDS OUTFILE: fails on any non-2xx/3xx or socket error,
+# since a rate made of errors is not a rate of cache hits.
+run_wrk() {
+    local name="$1" port="$2" secs="$3" out="$4" line wrk_pid rc=0
+    # In the background and waited for, so that a SIGTERM to this script is
+    # handled at once (bash defers traps while a foreground child runs) and
+    # the exit handler stops wrk too.
+    wrk -t"$threads" -c"$connections" -d"${secs}s" --latency -s "$tmp/get.lua" \
+        "http://127.0.0.1:$port/" >"$out" 2>&1 &
+    wrk_pid=$!
+    kill_on_exit "$wrk_pid"
+    wait "$wrk_pid" || rc=$?
+    forget_pid "$wrk_pid"
+    ((rc == 0)) || fail "$name" "$out" "wrk failed (exit $rc)"
+    if line="$(grep 'Non-2xx or 3xx responses' "$out")"; then
+        fail "$name" "$out" "wrk saw error responses ($(echo "$line" | tr -s ' '))"
+    fi
+    if line="$(grep 'Socket errors' "$out")"; then
+        fail "$name" "$out" "wrk saw socket errors ($(echo "$line" | tr -s ' '))"
+    fi
+    grep -q '^BENCH_RESULT ' "$out" || fail "$name" "$out" "wrk printed no result line"
+}
+
+# result FILE FIELD: a field of the BENCH_RESULT line.
+result() { grep '^BENCH_RESULT ' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+
+# NexusCache first, then stop it before nginx's runs so the two never share
+# the CPUs (an idle glommio executor may still poll); the SIGTERM also checks
+# that the node drains and exits 0.
+log "nexuscache: warm-up ${warmup}s, then ${duration}s (wrk -t$threads -c$connections)"
+run_wrk nexuscache "$nc_port" "$warmup" "$tmp/wrk-nexuscache-warmup.txt"
+run_wrk nexuscache "$nc_port" "$duration" "$tmp/wrk-nexuscache.txt"
+metrics_note=""
+if curl -sS -o "$tmp/metrics.txt" --max-time 5 "http://127.0.0.1:$nc_port/metrics"; then
+    # Every benchmark GET should have been a hit.
+    hits="$(awk '/^nexuscache_cache_hits_total/ {s += $NF} END {printf "%d", s}' "$tmp/metrics.txt")"
+    misses="$(awk '/^nexuscache_cache_misses_total/ {s += $NF} END {printf "%d", s}' "$tmp/metrics.txt")"
+    metrics_note="nexuscache /metrics after the runs: cache hits $hits, misses $misses"
+    if ((misses > 0)); then
+        warn "nexuscache counted $misses cache misses: some benchmark GETs were not hits"
+    fi
+fi
+log "stopping nexuscache (SIGTERM)"
+nc_rc=0
+stop_pid "$nc_pid" 15 || nc_rc=$?
+((nc_rc == 0)) || warn "nexuscache exited with status $nc_rc after SIGTERM (expected 0); log: $(tail -n 5 "$tmp/nexuscache.log" | tr '\n' ' ')"
+
+log "nginx: warm-up ${warmup}s, then ${duration}s (wrk -t$threads -c$connections)"
+run_wrk nginx "$nginx_port" "$warmup" "$tmp/wrk-nginx-warmup.txt"
+run_wrk nginx "$nginx_port" "$duration" "$tmp/wrk-nginx.txt"
+
+# --- report --------------------------------------------------------------------
+row() {
+    local f="$1"
+    awk -v name="$2" -v req="$(result "$f" requests)" -v us="$(result "$f" duration_us)" \
+        -v p50="$(result "$f" p50_us)" -v p99="$(result "$f" p99_us)" \
+        'BEGIN { printf "%-12s %12.0f %10.1f us %10.1f us\n", name, req / (us / 1e6), p50, p99 }'
+}
+rps() { awk -v req="$(result "$1" requests)" -v us="$(result "$1" duration_us)" 'BEGIN { printf "%.2f", req / (us / 1e6) }'; }
+nc_rps="$(rps "$tmp/wrk-nexuscache.txt")"
+nginx_rps="$(rps "$tmp/wrk-nginx.txt")"
+ratio="$(awk -v a="$nc_rps" -v b="$nginx_rps" 'BEGIN { printf "%.3f", a / b }')"
+if awk -v r="$ratio" -v t="$TARGET_RATIO" 'BEGIN { exit !(r >= t) }'; then
+    verdict="PASS (>= $TARGET_RATIO)"
+    pass=1
+else
+    verdict="BELOW TARGET (< $TARGET_RATIO)"
+    pass=0
+fi
+
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p bench-results
+report="bench-results/http-$stamp.txt"
+{
+    echo "NexusCache vs nginx, HTTP GET of a cached ${value_size}-byte value"
+    echo "date:        $stamp"
+    echo "commit:      $(git rev-parse --short HEAD 2>/dev/null || echo none)$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
+    echo "machine:     $cpus CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), kernel $(uname -r)"
+    echo "nexuscache:  --cores $cpus, $keys keys prefilled, value $value_size bytes"
+    # Settings that came from the environment rather than from this script.
+    env_set="$(env | grep -E '^(NEXUSCACHE_|NC_|RUST_LOG=)' | sort | tr '\n' ' ' || true)"
+    echo "env:         ${env_set:-(none)}"
+    echo "nginx:       $("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //'), worker_processes $cpus, return 200 (body $body_len bytes)"
+    echo "load:        $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2), -t$threads -c$connections -d${duration}s after ${warmup}s warm-up, random key of $keys per request, keep-alive"
+    echo
+    echo "$verification"
+    [[ -z "$metrics_note" ]] || echo "$metrics_note"
+    echo
+    printf '%-12s %12s %13s %13s\n' target 'req/s' p50 p99
+    row "$tmp/wrk-nexuscache.txt" nexuscache
+    row "$tmp/wrk-nginx.txt" nginx
+    echo
+    echo "ratio nexuscache/nginx req/s: $ratio  -> $verdict"
+    echo
+    for t in nexuscache nginx; do
+        echo "--- wrk output: $t ---"
+        grep -v '^BENCH_RESULT ' "$tmp/wrk-$t.txt"
+    done
+} >"$report"
+
+# The summary (everything before the raw wrk output) on stdout.
+sed '/^--- wrk output/,$d' "$report"
+echo "full report: $report"
+
+if ((strict && !pass)); then
+    exit 1
+fi
