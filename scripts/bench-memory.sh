@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# Memory per cached item: NexusCache, memcached and redis side by side, each
+# loaded with the same keys and value size in one run.
+#
+#   scripts/bench-memory.sh [--items N] [--value-size BYTES] [--no-build]
+#
+#   --items N          keys loaded into each server (default 1000000)
+#   --value-size B     bytes per value (default 100)
+#   --no-build         use the existing release binaries (NC_BIN /
+#                      NC_BENCH_BIN override their paths)
+#
+# Keys are key:0 .. key:(N-1) everywhere. Each server runs alone on a free
+# loopback port and is stopped before the next one starts:
+#   nexuscache  one node, --cores = all CPUs, --max-memory 1GiB; loaded by
+#               nexuscache-bench --prefill (64 connections)
+#   memcached   -m 1024, default threads; loaded by a pipelined text-protocol
+#               `set` stream (scripts/bench/memload.py)
+#   redis       --save '' --appendonly no (no persistence); loaded by
+#               redis-cli --pipe with generated RESP
+# Reported: RSS when empty and after the load (VmRSS from /proc), the
+# difference per item, and each server's own accounting per item
+# (nexuscache_cache_size_bytes, memcached `bytes`, redis used_memory growth).
+# The item counts are checked (nexuscache_cache_items, memcached curr_items,
+# redis DBSIZE) to equal N with no eviction; the script fails otherwise.
+# Results: bench-results/memory-<timestamp>/summary.md (+ summary.json, logs).
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+items=1000000
+value_size=100
+build=1
+PREFIX="key:"
+need_int() {
+    if ! [[ "$2" =~ ^[0-9]+$ ]] || (("$2" == 0)); then
+        die "$1 needs a positive integer, got '$2'"
+    fi
+}
+while (($#)); do
+    case "$1" in
+    --items | --value-size)
+        (($# >= 2)) || die "$1 needs a value"
+        need_int "$1" "$2"
+        if [[ "$1" == --items ]]; then items="$2"; else value_size="$2"; fi
+        shift
+        ;;
+    --no-build) build=0 ;;
+    -h | --help)
+        awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
+        exit 0
+        ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+    esac
+    shift
+done
+
+cpus="$(nproc)"
+bash scripts/setup.sh
+for c in memcached redis-server redis-cli curl python3; do
+    command -v "$c" >/dev/null 2>&1 || die "$c not found after scripts/setup.sh"
+done
+if ((build)); then
+    ensure_cargo
+    log "building release binaries"
+    cargo build --release -p nexuscache -p nexuscache-bench
+fi
+nc_bin="${NC_BIN:-$(cargo_target_dir)/release/nexuscache}"
+bench_bin="${NC_BENCH_BIN:-$(cargo_target_dir)/release/nexuscache-bench}"
+[[ -x "$nc_bin" ]] || die "$nc_bin not found (drop --no-build to build it)"
+[[ -x "$bench_bin" ]] || die "$bench_bin not found (drop --no-build to build it)"
+raise_memlock
+check_io_uring
+
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+out="$REPO_ROOT/bench-results/memory-$stamp"
+mkdir -p "$out"
+tmp="$(mktemp -d -t nexuscache-bench-memory.XXXXXX)"
+on_exit "rm -rf '$tmp'"
+memload="$REPO_ROOT/scripts/bench/memload.py"
+results="$out/results.tsv"
+printf 'server\tversion\titems\trss_empty\trss_loaded\town_bytes\town_what\tload_s\tnote\n' >"$results"
+log "results go to ${out#"$REPO_ROOT"/}; $items keys of $value_size-byte values per server"
+
+# rss PID: resident set size in bytes (all threads of the process).
+rss() {
+    awk '/^VmRSS:/ { printf "%d", $2 * 1024 }' "/proc/$1/status"
+}
+
+# settle PID: let allocator background work (jemalloc decay, slab movers)
+# finish, then print the RSS.
+settle() {
+    sleep 2
+    rss "$1"
+}
+
+# wait_port PORT PID NAME: until something accepts on 127.0.0.1:PORT.
+wait_port() {
+    local deadline=$((SECONDS + 20))
+    until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+        _alive "$2" || die "$3 exited during start-up (log: $out/$3.log)"
+        ((SECONDS < deadline)) || die "$3 does not accept on 127.0.0.1:$1 within 20 s"
+        sleep 0.1
+    done
+}
+
+# now / elapsed START: wall-clock seconds.
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# --- NexusCache ------------------------------------------------------------------
+port="$(free_port 1)"
+grpc_port="$(free_port 1)"
+log "nexuscache: one node, --cores $cpus, --max-memory 1GiB on 127.0.0.1:$port"
+RUST_LOG="${RUST_LOG:-warn}" "$nc_bin" serve --bind 127.0.0.1 --http-port "$port" --grpc-port "$grpc_port" \
+    --cores "$cpus" --max-memory 1GiB >"$out/nexuscache.log" 2>&1 &
+pid=$!
+kill_on_exit "$pid"
+wait_http "http://127.0.0.1:$port/readyz" 30 "$pid" || die "nexuscache did not become ready: $(tail -n 5 "$out/nexuscache.log")"
+empty="$(settle "$pid")"
+t0="$(now)"
+# --prefill writes every key once; the measured part (reads only, 100 ms)
+# changes nothing.
+"$bench_bin" --targets "127.0.0.1:$port" --prefill --keys "$items" --key-prefix "$PREFIX" \
+    --value-size "$value_size" --read-ratio 1 --duration 100ms --quiet --json "$out/nexuscache-load.json" \
+    >"$out/nexuscache-load.txt" 2>&1 || die "nexuscache load failed: $(tail -n 5 "$out/nexuscache-load.txt")"
+load_s="$(elapsed "$t0")"
+loaded="$(settle "$pid")"
+curl -sS --max-time 10 "http://127.0.0.1:$port/metrics" >"$out/nexuscache.metrics"
+msum() { awk -v m="$1" 'index($1, m "{") == 1 || $1 == m { s += $NF } END { printf "%d", s }' "$out/nexuscache.metrics"; }
+nc_items="$(msum nexuscache_cache_items)"
+nc_size="$(msum nexuscache_cache_size_bytes)"
+nc_evicted="$(msum nexuscache_evictions_total)"
+version="$("$nc_bin" --version 2>/dev/null | head -n1 || echo nexuscache)"
+printf 'nexuscache\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$version" "$nc_items" "$empty" "$loaded" "$nc_size" \
+    "nexuscache_cache_size_bytes (key + value + 118 per entry)" "$load_s" "evictions $nc_evicted" >>"$results"
+stop_pid "$pid" 15 || warn "nexuscache did not exit 0 after SIGTERM"
+((nc_items == items && nc_evicted == 0)) ||
+    die "nexuscache holds $nc_items items (expected $items), $nc_evicted evicted"
+log "nexuscache: $nc_items items, RSS $empty -> $loaded bytes, loaded in ${load_s}s"
+
+# --- memcached -------------------------------------------------------------------
+port="$(free_port 1)"
+mc_user=()
+((EUID != 0)) || mc_user=(-u nobody) # memcached refuses to run as root without -u
+log "memcached: -m 1024 on 127.0.0.1:$port"
+memcached -l 127.0.0.1 -p "$port" -U 0 -m 1024 "${mc_user[@]}" >"$out/memcached.log" 2>&1 &
+pid=$!
+kill_on_exit "$pid"
+wait_port "$port" "$pid" memcached
+# mc_stats: the `stats` answer as "name value" lines.
+mc_stats() {
+    python3 - "$port" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(b"stats\r\n")
+data = b""
+while not data.endswith(b"END\r\n"):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+for line in data.decode().splitlines():
+    if line.startswith("STAT "):
+        print(line[5:])
+PY
+}
+empty="$(settle "$pid")"
+mc_stats >"$out/memcached-empty.stats"
+t0="$(now)"
+python3 "$memload" memcached 127.0.0.1 "$port" "$items" "$value_size" "$PREFIX" >"$out/memcached-load.txt" 2>&1 ||
+    die "memcached load failed: $(tail -n 3 "$out/memcached-load.txt")"
+load_s="$(elapsed "$t0")"
+loaded="$(settle "$pid")"
+mc_stats >"$out/memcached.stats"
+mc_stat() { awk -v k="$1" '$1 == k { print $2 }' "$2"; }
+mc_items="$(mc_stat curr_items "$out/memcached.stats")"
+mc_bytes="$(mc_stat bytes "$out/memcached.stats")"
+mc_evicted="$(mc_stat evictions "$out/memcached.stats")"
+printf 'memcached\tmemcached %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(mc_stat version "$out/memcached.stats")" "$mc_items" \
+    "$empty" "$loaded" "$mc_bytes" "stats bytes (item headers + key + value)" "$load_s" "evictions $mc_evicted" >>"$results"
+stop_pid "$pid" 10 || true
+((mc_items == items && mc_evicted == 0)) ||
+    die "memcached holds $mc_items items (expected $items), $mc_evicted evicted"
+log "memcached: $mc_items items, RSS $empty -> $loaded bytes, loaded in ${load_s}s"
+
+# --- redis -----------------------------------------------------------------------
+port="$(free_port 1)"
+mkdir -p "$tmp/redis"
+log "redis: --save '' --appendonly no on 127.0.0.1:$port"
+redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --dir "$tmp/redis" \
+    --daemonize no --logfile "" >"$out/redis.log" 2>&1 &
+pid=$!
+kill_on_exit "$pid"
+wait_port "$port" "$pid" redis
+rcli() { redis-cli -h 127.0.0.1 -p "$port" "$@"; }
+deadline=$((SECONDS + 20))
+until [[ "$(rcli PING 2>/dev/null)" == PONG ]]; do
+    ((SECONDS < deadline)) || die "redis does not answer PING"
+    sleep 0.1
+done
+info_field() { rcli INFO "$1" | tr -d '\r' | awk -F: -v k="$2" '$1 == k { print $2 }'; }
+empty="$(settle "$pid")"
+used_empty="$(info_field memory used_memory)"
+t0="$(now)"
+python3 "$memload" resp "$items" "$value_size" "$PREFIX" | rcli --pipe >"$out/redis-load.txt" 2>&1 ||
+    die "redis load failed: $(tail -n 3 "$out/redis-load.txt")"
+load_s="$(elapsed "$t0")"
+grep -q "errors: 0, replies: $items" "$out/redis-load.txt" ||
+    die "redis-cli --pipe: $(tail -n 1 "$out/redis-load.txt") (expected errors: 0, replies: $items)"
+loaded="$(settle "$pid")"
+rcli INFO >"$out/redis.info"
+rd_items="$(rcli DBSIZE)"
+used_loaded="$(info_field memory used_memory)"
+rd_evicted="$(info_field stats evicted_keys)"
+printf 'redis\tredis %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(info_field server redis_version)" "$rd_items" "$empty" \
+    "$loaded" "$((used_loaded - used_empty))" "INFO used_memory growth" "$load_s" "evictions $rd_evicted" >>"$results"
+stop_pid "$pid" 10 || true
+((rd_items == items && rd_evicted == 0)) ||
+    die "redis holds $rd_items keys (expected $items), $rd_evicted evicted"
+log "redis: $rd_items keys, RSS $empty -> $loaded bytes, loaded in ${load_s}s"
+
+# --- report ----------------------------------------------------------------------
+python3 - "$results" "$items" "$value_size" "$PREFIX" "$stamp" "$cpus" >"$out/summary.md" <<'PY'
+import csv, json, os, sys
+path, items, value_size, prefix, stamp, cpus = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+rows = list(csv.DictReader(open(path), delimiter="\t"))
+key_bytes = sum(len(f"{prefix}{i}") for i in range(items)) / items
+mib = lambda b: f"{int(b) / 2**20:,.1f} MiB"
+print(f"# Memory per item ({stamp})")
+print()
+print(f"{items:,} keys `{prefix}0`..`{prefix}{items - 1}` (mean {key_bytes:.2f} bytes) with {value_size}-byte values, "
+      f"so {key_bytes + value_size:.1f} bytes of key + value per item. {cpus} CPUs; RSS is VmRSS of the server process, "
+      "2 s after it was started and again 2 s after the load.")
+print()
+print("| server | items | RSS empty | RSS loaded | RSS / item | own accounting / item | own accounting | load time |")
+print("|---|--:|--:|--:|--:|--:|---|--:|")
+out = []
+for r in rows:
+    per_item = (int(r["rss_loaded"]) - int(r["rss_empty"])) / items
+    own = int(r["own_bytes"]) / items
+    print(f"| {r['version']} | {int(r['items']):,} | {mib(r['rss_empty'])} | {mib(r['rss_loaded'])} | {per_item:.1f} B | "
+          f"{own:.1f} B | {r['own_what']} | {r['load_s']} s |")
+    out.append({"server": r["server"], "version": r["version"], "items": int(r["items"]),
+                "rss_empty_bytes": int(r["rss_empty"]), "rss_loaded_bytes": int(r["rss_loaded"]),
+                "rss_bytes_per_item": per_item, "own_bytes": int(r["own_bytes"]), "own_bytes_per_item": own,
+                "own_what": r["own_what"], "load_s": float(r["load_s"]), "note": r["note"]})
+print()
+print("RSS / item = (RSS loaded - RSS empty) / items: what one more item costs in resident memory, "
+      "allocator overhead and index growth included. Own accounting is what each server counts "
+      "(and, for NexusCache, what --max-memory limits).")
+json.dump({"date": stamp, "items": items, "value_size": value_size, "mean_key_bytes": key_bytes, "servers": out},
+          open(os.path.join(os.path.dirname(path), "summary.json"), "w"), indent=2)
+PY
+cat "$out/summary.md"
+log "saved: ${out#"$REPO_ROOT"/}/summary.md"
