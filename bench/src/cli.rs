@@ -9,6 +9,7 @@ use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
 use crate::http::ApiMode;
+use crate::keys::{KeyFileError, KeyNames};
 use crate::workload::KeyDistribution;
 
 /// Wire protocol to drive.
@@ -17,8 +18,18 @@ use crate::workload::KeyDistribution;
 pub enum ProtocolKind {
     /// HTTP/1.1 keep-alive, optionally pipelined.
     Http,
-    /// gRPC (reserved; not available yet).
+    /// gRPC (`nexuscache.v1.Cache` Get/Set) over HTTP/2: unary calls, many
+    /// concurrent streams per connection.
     Grpc,
+}
+
+impl ProtocolKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            ProtocolKind::Http => "http",
+            ProtocolKind::Grpc => "grpc",
+        }
+    }
 }
 
 /// NexusCache load generator: drives a cache node over HTTP/1.1 and reports
@@ -44,16 +55,20 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
 
-    /// TCP connections in total (default: --concurrency). Each carries
-    /// concurrency/connections requests at once, which needs --pipeline >= that.
+    /// TCP connections in total (default: http --concurrency, grpc one per
+    /// thread). Each carries concurrency/connections requests at once: over
+    /// HTTP/1.1 that needs --pipeline >= that, over gRPC they are concurrent
+    /// HTTP/2 streams.
     #[arg(long)]
     pub connections: Option<usize>,
 
-    /// Most requests one HTTP/1.1 connection may have outstanding (pipelining).
+    /// Most requests one HTTP/1.1 connection may have outstanding
+    /// (pipelining). Not used by --protocol grpc.
     #[arg(long, default_value_t = 1)]
     pub pipeline: usize,
 
-    /// Key space size: keys are <key-prefix>0 .. <key-prefix>(N-1).
+    /// Key space size: keys are <key-prefix>0 .. <key-prefix>(N-1)
+    /// (ignored with --key-file).
     #[arg(long, default_value_t = 100_000)]
     pub keys: u64,
 
@@ -73,6 +88,12 @@ pub struct Args {
     #[arg(long, default_value = "key:")]
     pub key_prefix: String,
 
+    /// Keys to use, one per line (empty lines skipped): overrides --keys and
+    /// --key-prefix; the key distribution then draws indices into this list
+    /// (zipf: the first line is the hottest) and --prefill writes each line.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+
     /// host:port[,host:port...]; connections are spread round-robin.
     #[arg(long, default_value = "127.0.0.1:9999", value_delimiter = ',')]
     pub targets: Vec<String>,
@@ -82,7 +103,7 @@ pub struct Args {
     pub protocol: ProtocolKind,
 
     /// HTTP API: `api` (GET /api/get?key=K, POST /api/set form) or `v1`
-    /// (GET/PUT /v1/keys/K with raw values).
+    /// (GET/PUT /v1/keys/K with raw values). Not used by --protocol grpc.
     #[arg(long, value_enum, default_value_t = ApiMode::Api)]
     pub mode: ApiMode,
 
@@ -129,8 +150,8 @@ pub struct Args {
 /// Invalid combinations of flags.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
-    #[error("--protocol grpc is not available yet (it arrives with the cluster work); use --protocol http")]
-    GrpcNotAvailable,
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
     #[error("--{0} must be at least 1")]
     Zero(&'static str),
     #[error("--duration must be longer than zero")]
@@ -189,7 +210,12 @@ pub struct Config {
     pub value_size: usize,
     pub distribution: KeyDistribution,
     pub key_prefix: String,
+    /// `--key-file`, if given (then `keys` is its number of keys).
+    pub key_file: Option<PathBuf>,
+    /// Raw key names: numbered with `key_prefix`, or the key file's lines.
+    pub key_names: KeyNames,
     pub targets: Vec<Target>,
+    pub protocol: ProtocolKind,
     pub mode: ApiMode,
     pub prefill: bool,
     pub rate: Option<f64>,
@@ -203,9 +229,6 @@ pub struct Config {
 
 impl Config {
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
-        if args.protocol == ProtocolKind::Grpc {
-            return Err(ConfigError::GrpcNotAvailable);
-        }
         if args.duration.is_zero() {
             return Err(ConfigError::ZeroDuration);
         }
@@ -219,7 +242,14 @@ impl Config {
                 return Err(ConfigError::Zero(name));
             }
         }
-        if args.keys == 0 {
+        let (keys, key_names) = match &args.key_file {
+            Some(path) => {
+                let names = KeyNames::from_file(path)?;
+                (names.list_len().unwrap_or(0), names)
+            }
+            None => (args.keys, KeyNames::numbered(&args.key_prefix)),
+        };
+        if keys == 0 {
             return Err(ConfigError::Zero("keys"));
         }
         if !(0.0..=1.0).contains(&args.read_ratio) {
@@ -230,7 +260,14 @@ impl Config {
                 return Err(ConfigError::Rate(rate));
             }
         }
-        let connections = args.connections.unwrap_or(args.concurrency);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let grpc = args.protocol == ProtocolKind::Grpc;
+        let connections = match (args.connections, grpc) {
+            (Some(n), _) => n,
+            (None, false) => args.concurrency,
+            // HTTP/2 multiplexes: one connection per worker thread.
+            (None, true) => args.threads.unwrap_or(cpus).min(args.concurrency),
+        };
         if args.concurrency < connections {
             return Err(ConfigError::ConcurrencyBelowConnections {
                 concurrency: args.concurrency,
@@ -238,7 +275,7 @@ impl Config {
             });
         }
         let depth = args.concurrency.div_ceil(connections);
-        if depth > args.pipeline {
+        if depth > args.pipeline && !grpc {
             return Err(ConfigError::NeedsPipelining {
                 concurrency: args.concurrency,
                 connections,
@@ -247,7 +284,6 @@ impl Config {
             });
         }
         let targets = resolve_targets(&args.targets)?;
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = args.threads.unwrap_or(cpus).min(connections);
         let layout = layout(args.concurrency, connections, threads, targets.len());
         let seed = args.seed.unwrap_or_else(|| {
@@ -263,12 +299,15 @@ impl Config {
             connections,
             pipeline: args.pipeline,
             threads,
-            keys: args.keys,
+            keys,
             read_ratio: args.read_ratio,
             value_size: args.value_size,
             distribution: args.key_distribution,
             key_prefix: args.key_prefix,
+            key_file: args.key_file,
+            key_names,
             targets,
+            protocol: args.protocol,
             mode: args.mode,
             prefill: args.prefill,
             rate: args.rate,
@@ -473,10 +512,6 @@ mod tests {
     #[test]
     fn rejects_bad_combinations() {
         let err = |a: &[&str]| Config::from_args(args(a)).unwrap_err();
-        assert_eq!(err(&["--protocol", "grpc"]), ConfigError::GrpcNotAvailable);
-        assert!(err(&["--protocol", "grpc"])
-            .to_string()
-            .contains("not available yet"));
         assert_eq!(
             err(&["--concurrency", "4", "--connections", "8"]),
             ConfigError::ConcurrencyBelowConnections {
@@ -503,6 +538,56 @@ mod tests {
         ));
         assert!(Args::try_parse_from(["x", "--key-distribution", "zipf:-2"]).is_err());
         assert!(Args::try_parse_from(["x", "--mode", "rest"]).is_err());
+    }
+
+    #[test]
+    fn grpc_multiplexes_without_pipelining() {
+        let c = Config::from_args(args(&["--protocol", "grpc", "--threads", "2"])).unwrap();
+        assert_eq!(c.protocol, ProtocolKind::Grpc);
+        // One connection per thread by default, 32 streams each.
+        assert_eq!((c.connections, c.threads), (2, 2));
+        assert!(c.layout.iter().flatten().all(|s| s.depth == 32));
+        let c = Config::from_args(args(&[
+            "--protocol",
+            "grpc",
+            "--concurrency",
+            "10",
+            "--connections",
+            "4",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.layout.iter().flatten().map(|s| s.depth).sum::<usize>(),
+            10
+        );
+        // Fewer in flight than threads: one connection per request.
+        let c = Config::from_args(args(&["--protocol", "grpc", "--concurrency", "1"])).unwrap();
+        assert_eq!((c.connections, c.threads), (1, 1));
+        assert_eq!(ProtocolKind::Grpc.name(), "grpc");
+    }
+
+    #[test]
+    fn key_file_overrides_keys_and_prefix() {
+        let dir = std::env::temp_dir().join(format!("ncb-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k.txt");
+        std::fs::write(&path, "alpha\nbeta\n\ngamma\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = Config::from_args(args(&["--key-file", p, "--keys", "99"])).unwrap();
+        assert_eq!(c.keys, 3);
+        assert_eq!(c.key_file.as_deref(), Some(path.as_path()));
+        let mut name = Vec::new();
+        c.key_names.write(2, &mut name);
+        assert_eq!(name, b"gamma");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(matches!(
+            Config::from_args(args(&["--key-file", p])),
+            Err(ConfigError::KeyFile(KeyFileError::Empty(_)))
+        ));
+        let missing = dir.join("missing.txt");
+        let err = Config::from_args(args(&["--key-file", missing.to_str().unwrap()])).unwrap_err();
+        assert!(err.to_string().contains("missing.txt"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1084,7 +1084,7 @@ mod tests {
         let transport = HttpTransport::new(
             cfg.mode,
             std::slice::from_ref(&target),
-            &cfg.key_prefix,
+            &cfg.key_names,
             cfg.value_size,
         );
         let mut rec = Recorder::default();
@@ -1169,7 +1169,12 @@ mod tests {
                 .unwrap(),
         )
         .unwrap();
-        let transport = HttpTransport::new(cfg.mode, std::slice::from_ref(&target), "k", 1);
+        let transport = HttpTransport::new(
+            cfg.mode,
+            std::slice::from_ref(&target),
+            &crate::keys::KeyNames::numbered("k"),
+            1,
+        );
         let err = run(&cfg, transport, &mut Recorder::default()).unwrap_err();
         assert!(matches!(err, EngineError::Connect { .. }), "{err}");
         assert!(err.to_string().contains(&target));

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use crate::keys::{push_decimal, KeyNames};
 use crate::transport::{
     CodecError, Completion, ConnCodec, Decoded, RequestId, ResponseClass, Transport,
 };
@@ -56,36 +57,11 @@ pub fn make_value(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Appends the decimal form of `n`.
-#[inline]
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
-}
-
-#[inline]
-fn decimal_len(mut n: u64) -> usize {
-    let mut len = 1;
-    while n >= 10 {
-        n /= 10;
-        len += 1;
-    }
-    len
-}
-
-/// Request byte templates for one target.
+/// Request byte templates for one target. The key goes between a head
+/// and a tail, written by `KeyNames` (already percent-encoded).
 #[derive(Debug)]
 struct Templates {
-    /// `GET <path up to the key number>`
+    /// `GET <path up to the key>`
     read_head: Vec<u8>,
     /// ` HTTP/1.1\r\nHost: ...\r\n\r\n`
     read_tail: Vec<u8>,
@@ -95,36 +71,33 @@ struct Templates {
 #[derive(Debug)]
 enum WriteTemplate {
     /// `POST /api/set`: head ends at `Content-Length: `, then the length,
-    /// then `mid` (`\r\n\r\nkey=<prefix>`), the key number, then `tail`
-    /// (`&value=<value>`). `body_fixed` is the body length minus the key digits.
+    /// then `mid` (`\r\n\r\nkey=`), the key, then `tail`
+    /// (`&value=<value>`). `body_fixed` is the body length minus the key.
     Form {
         head: Vec<u8>,
         mid: Vec<u8>,
         tail: Vec<u8>,
         body_fixed: usize,
     },
-    /// `PUT /v1/keys/<prefix>`, key number, then ` HTTP/1.1 ... \r\n\r\n<value>`.
+    /// `PUT /v1/keys/`, key, then ` HTTP/1.1 ... \r\n\r\n<value>`.
     Raw { head: Vec<u8>, tail: Vec<u8> },
 }
 
 impl Templates {
-    fn new(mode: ApiMode, host: &str, key_prefix: &str, value: &[u8]) -> Templates {
-        let prefix = percent_encode(key_prefix.as_bytes());
+    fn new(mode: ApiMode, host: &str, value: &[u8]) -> Templates {
         let read_tail = format!(" HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
         match mode {
             ApiMode::Api => {
-                let mut read_head = b"GET /api/get?key=".to_vec();
-                read_head.extend_from_slice(&prefix);
+                let read_head = b"GET /api/get?key=".to_vec();
                 let head = format!(
                     "POST /api/set HTTP/1.1\r\nHost: {host}\r\n\
                      Content-Type: application/x-www-form-urlencoded\r\nContent-Length: "
                 )
                 .into_bytes();
-                let mut mid = b"\r\n\r\nkey=".to_vec();
-                mid.extend_from_slice(&prefix);
+                let mid = b"\r\n\r\nkey=".to_vec();
                 let mut tail = b"&value=".to_vec();
                 tail.extend_from_slice(value);
-                let body_fixed = 4 + prefix.len() + tail.len();
+                let body_fixed = 4 + tail.len();
                 Templates {
                     read_head,
                     read_tail,
@@ -137,10 +110,8 @@ impl Templates {
                 }
             }
             ApiMode::V1 => {
-                let mut read_head = b"GET /v1/keys/".to_vec();
-                read_head.extend_from_slice(&prefix);
-                let mut head = b"PUT /v1/keys/".to_vec();
-                head.extend_from_slice(&prefix);
+                let read_head = b"GET /v1/keys/".to_vec();
+                let head = b"PUT /v1/keys/".to_vec();
                 let mut tail = format!(
                     " HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
                     value.len()
@@ -157,11 +128,11 @@ impl Templates {
     }
 
     #[inline]
-    fn encode(&self, op: Op, out: &mut Vec<u8>) {
+    fn encode(&self, keys: &KeyNames, op: Op, out: &mut Vec<u8>) {
         match op.kind {
             OpKind::Read => {
                 out.extend_from_slice(&self.read_head);
-                push_decimal(out, op.key);
+                keys.write(op.key, out);
                 out.extend_from_slice(&self.read_tail);
             }
             OpKind::Write => match &self.write {
@@ -172,14 +143,14 @@ impl Templates {
                     body_fixed,
                 } => {
                     out.extend_from_slice(head);
-                    push_decimal(out, (body_fixed + decimal_len(op.key)) as u64);
+                    push_decimal(out, (body_fixed + keys.len(op.key)) as u64);
                     out.extend_from_slice(mid);
-                    push_decimal(out, op.key);
+                    keys.write(op.key, out);
                     out.extend_from_slice(tail);
                 }
                 WriteTemplate::Raw { head, tail } => {
                     out.extend_from_slice(head);
-                    push_decimal(out, op.key);
+                    keys.write(op.key, out);
                     out.extend_from_slice(tail);
                 }
             },
@@ -191,17 +162,21 @@ impl Templates {
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     templates: Vec<Arc<Templates>>,
+    /// Percent-encoded key names.
+    keys: Arc<KeyNames>,
 }
 
 impl HttpTransport {
-    /// `hosts` are the `Host` header values, one per target, in target order.
-    pub fn new(mode: ApiMode, hosts: &[String], key_prefix: &str, value_size: usize) -> Self {
+    /// `hosts` are the `Host` header values, one per target, in target
+    /// order; `keys` are the raw key names (percent-encoded here).
+    pub fn new(mode: ApiMode, hosts: &[String], keys: &KeyNames, value_size: usize) -> Self {
         let value = make_value(value_size);
         HttpTransport {
             templates: hosts
                 .iter()
-                .map(|h| Arc::new(Templates::new(mode, h, key_prefix, &value)))
+                .map(|h| Arc::new(Templates::new(mode, h, &value)))
                 .collect(),
+            keys: Arc::new(keys.map(percent_encode)),
         }
     }
 }
@@ -212,6 +187,7 @@ impl Transport for HttpTransport {
     fn codec(&self, target: usize) -> HttpCodec {
         HttpCodec {
             templates: Arc::clone(&self.templates[target % self.templates.len()]),
+            keys: Arc::clone(&self.keys),
             decoder: ResponseDecoder::default(),
             next_request: 0,
             next_response: 0,
@@ -223,6 +199,7 @@ impl Transport for HttpTransport {
 #[derive(Debug)]
 pub struct HttpCodec {
     templates: Arc<Templates>,
+    keys: Arc<KeyNames>,
     decoder: ResponseDecoder,
     next_request: RequestId,
     next_response: RequestId,
@@ -231,7 +208,7 @@ pub struct HttpCodec {
 impl ConnCodec for HttpCodec {
     #[inline]
     fn encode(&mut self, op: Op, out: &mut Vec<u8>) -> RequestId {
-        self.templates.encode(op, out);
+        self.templates.encode(&self.keys, op, out);
         let id = self.next_request;
         self.next_request += 1;
         id
@@ -809,7 +786,12 @@ mod tests {
     }
 
     fn encode(mode: ApiMode, op: Op) -> String {
-        let t = HttpTransport::new(mode, &["127.0.0.1:9999".to_string()], "key:", 5);
+        let t = HttpTransport::new(
+            mode,
+            &["127.0.0.1:9999".to_string()],
+            &KeyNames::numbered("key:"),
+            5,
+        );
         let mut codec = t.codec(0);
         let mut out = Vec::new();
         let id0 = codec.encode(op, &mut out);
@@ -863,7 +845,12 @@ mod tests {
 
     #[test]
     fn codec_numbers_responses_in_order() {
-        let t = HttpTransport::new(ApiMode::Api, &["h".to_string()], "k", 1);
+        let t = HttpTransport::new(
+            ApiMode::Api,
+            &["h".to_string()],
+            &KeyNames::numbered("k"),
+            1,
+        );
         let mut codec = t.codec(0);
         let mut both = OK_RESP.to_vec();
         both.extend_from_slice(MISS_RESP);
@@ -900,11 +887,48 @@ mod tests {
         let v = make_value(1000);
         assert_eq!(v.len(), 1000);
         assert!(v.iter().all(u8::is_ascii_alphanumeric));
-        for n in [0u64, 9, 10, 99, 100, 12345, u64::MAX] {
-            let mut out = Vec::new();
-            push_decimal(&mut out, n);
-            assert_eq!(out, n.to_string().into_bytes());
-            assert_eq!(decimal_len(n), n.to_string().len());
-        }
+    }
+
+    #[test]
+    fn listed_keys_are_percent_encoded_and_sized() {
+        let keys = KeyNames::list(vec![b"a b/c".to_vec(), b"x".to_vec()]);
+        let t = HttpTransport::new(ApiMode::Api, &["h".to_string()], &keys, 3);
+        let mut c = t.codec(0);
+        let mut out = Vec::new();
+        c.encode(
+            Op {
+                kind: OpKind::Read,
+                key: 0,
+            },
+            &mut out,
+        );
+        assert!(out.starts_with(b"GET /api/get?key=a%20b%2Fc HTTP/1.1\r\n"));
+        out.clear();
+        c.encode(
+            Op {
+                kind: OpKind::Write,
+                key: 0,
+            },
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        let body = format!(
+            "key=a%20b%2Fc&value={}",
+            String::from_utf8(make_value(3)).unwrap()
+        );
+        assert!(
+            text.ends_with(&format!("Content-Length: {}\r\n\r\n{body}", body.len())),
+            "{text}"
+        );
+        let t = HttpTransport::new(ApiMode::V1, &["h".to_string()], &keys, 1);
+        let mut out = Vec::new();
+        t.codec(0).encode(
+            Op {
+                kind: OpKind::Write,
+                key: 1,
+            },
+            &mut out,
+        );
+        assert!(out.starts_with(b"PUT /v1/keys/x HTTP/1.1\r\n"));
     }
 }

@@ -4,8 +4,10 @@
 //! - `cli`       flags -> validated `Config` and the per-thread connection layout
 //! - `workload`  which op and key comes next (uniform or Zipf keys, read ratio)
 //! - `schedule`  open-loop intended send times; reporting intervals
-//! - `transport` the engine/protocol seam (a gRPC transport plugs in here)
+//! - `keys`      key index -> key name (`<prefix><n>` or a `--key-file` line)
+//! - `transport` the engine/protocol seam
 //! - `http`      HTTP/1.1 request templates and response decoder (pure)
+//! - `grpc`      gRPC unary Get/Set over HTTP/2 (pure), on `h2` framing/HPACK
 //! - `engine`    worker threads, epoll loops, connections, coordinator
 //! - `clock`     monotonic ns clock and timerfd wake-ups
 //! - `stats`     per-worker histograms and counters, merged per interval
@@ -14,7 +16,10 @@
 mod cli;
 mod clock;
 mod engine;
+mod grpc;
+mod h2;
 mod http;
+mod keys;
 mod report;
 mod schedule;
 mod stats;
@@ -25,8 +30,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Args, Config, ConfigError};
-use crate::engine::EngineError;
+use crate::cli::{Args, Config, ConfigError, ProtocolKind};
+use crate::engine::{EngineError, RunOutcome};
+use crate::grpc::GrpcTransport;
 use crate::http::HttpTransport;
 use crate::report::{HdrLog, Progress, Report, ReportError};
 
@@ -57,17 +63,18 @@ fn run(args: Args) -> Result<(), BenchError> {
     raise_fd_limit(cfg.connections as u64 + 64);
     let hdr_log = cfg.hdr_log.as_deref().map(HdrLog::create).transpose()?;
     eprintln!("{}", banner(&cfg));
-    let transport = HttpTransport::new(
-        cfg.mode,
-        &cfg.targets
-            .iter()
-            .map(|t| t.name.clone())
-            .collect::<Vec<_>>(),
-        &cfg.key_prefix,
-        cfg.value_size,
-    );
+    let names: Vec<String> = cfg.targets.iter().map(|t| t.name.clone()).collect();
     let mut progress = Progress::new(cfg.quiet, cfg.rate.is_some(), hdr_log);
-    let outcome = engine::run(&cfg, transport, &mut progress)?;
+    let outcome: RunOutcome = match cfg.protocol {
+        ProtocolKind::Http => {
+            let transport = HttpTransport::new(cfg.mode, &names, &cfg.key_names, cfg.value_size);
+            engine::run(&cfg, transport, &mut progress)?
+        }
+        ProtocolKind::Grpc => {
+            let transport = GrpcTransport::new(&names, &cfg.key_names, cfg.value_size);
+            engine::run(&cfg, transport, &mut progress)?
+        }
+    };
     let report = Report::new(&cfg, &outcome, std::mem::take(&mut progress.intervals));
     print!("{}", report.to_text());
     if let Some(path) = &cfg.json {
@@ -110,21 +117,38 @@ fn banner(cfg: &Config) -> String {
         Some(r) => format!("open loop at {r} req/s"),
         None => "closed loop".to_string(),
     };
+    let (protocol, depth) = match cfg.protocol {
+        ProtocolKind::Http => (
+            format!(
+                "http/{}",
+                match cfg.mode {
+                    http::ApiMode::Api => "api",
+                    http::ApiMode::V1 => "v1",
+                }
+            ),
+            format!("pipeline {}", cfg.pipeline),
+        ),
+        ProtocolKind::Grpc => (
+            "grpc".to_string(),
+            format!(
+                "up to {} streams per connection",
+                cfg.concurrency.div_ceil(cfg.connections)
+            ),
+        ),
+    };
+    let source = match &cfg.key_file {
+        Some(path) => format!("from {}", path.display()),
+        None => format!("prefix {:?}", cfg.key_prefix),
+    };
     format!(
-        "nexuscache-bench: http/{} -> {} | {} threads, {} connections, {} in flight (pipeline {}) | {load} | \
-         {} keys {}, prefix {:?}, read ratio {}, value {} B | warmup {:?}, duration {:?} | seed {}",
-        match cfg.mode {
-            http::ApiMode::Api => "api",
-            http::ApiMode::V1 => "v1",
-        },
+        "nexuscache-bench: {protocol} -> {} | {} threads, {} connections, {} in flight ({depth}) | {load} | \
+         {} keys {}, {source}, read ratio {}, value {} B | warmup {:?}, duration {:?} | seed {}",
         targets.join(","),
         cfg.threads,
         cfg.connections,
         cfg.concurrency,
-        cfg.pipeline,
         cfg.keys,
         cfg.distribution,
-        cfg.key_prefix,
         cfg.read_ratio,
         cfg.value_size,
         cfg.warmup,

@@ -144,6 +144,8 @@ pub struct ConfigEcho {
     pub pipeline: usize,
     pub keys: u64,
     pub key_prefix: String,
+    /// `--key-file`, if keys came from one (then `key_prefix` is unused).
+    pub key_file: Option<String>,
     pub key_distribution: String,
     pub read_ratio: f64,
     pub value_size: usize,
@@ -160,7 +162,7 @@ impl ConfigEcho {
     pub fn new(cfg: &Config) -> ConfigEcho {
         ConfigEcho {
             targets: cfg.targets.iter().map(|t| t.name.clone()).collect(),
-            protocol: "http",
+            protocol: cfg.protocol.name(),
             mode: cfg.mode,
             threads: cfg.threads,
             connections: cfg.connections,
@@ -168,6 +170,7 @@ impl ConfigEcho {
             pipeline: cfg.pipeline,
             keys: cfg.keys,
             key_prefix: cfg.key_prefix.clone(),
+            key_file: cfg.key_file.as_ref().map(|p| p.display().to_string()),
             key_distribution: cfg.distribution.to_string(),
             read_ratio: cfg.read_ratio,
             value_size: cfg.value_size,
@@ -597,9 +600,20 @@ mod tests {
         assert_eq!(v["errors"]["timeout"], 3);
         assert_eq!(v["errors"]["http_5xx"], 1);
         assert_eq!(v["errors"]["total"], 4);
-        for k in ["connect", "io", "parse", "http_4xx", "http_other"] {
+        for k in [
+            "connect",
+            "io",
+            "parse",
+            "http_4xx",
+            "http_other",
+            "grpc",
+            "stream_reset",
+        ] {
             assert_eq!(v["errors"][k], 0, "{k}");
         }
+        assert_eq!(v["errors"]["grpc_codes"], serde_json::json!({}));
+        assert_eq!(v["config"]["protocol"], "http");
+        assert!(v["config"]["key_file"].is_null());
         assert_eq!(v["config"]["seed"], 1);
         assert_eq!(v["config"]["key_distribution"], "uniform");
         assert_eq!(v["in_flight_at_end"], 5);

@@ -33,6 +33,50 @@ pub fn merge_histogram(a: &mut Histogram<u64>, b: &Histogram<u64>) {
     }
 }
 
+/// Non-OK gRPC statuses by code (0..=16); serialized as a map from the
+/// code's lower-case name to its count, non-zero codes only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GrpcCodes(pub [u64; 17]);
+
+impl Serialize for GrpcCodes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let nonzero: Vec<(usize, u64)> = self
+            .0
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, n)| n > 0)
+            .collect();
+        let mut map = s.serialize_map(Some(nonzero.len()))?;
+        for (code, n) in nonzero {
+            map.serialize_entry(GRPC_ERROR_NAMES[code], &n)?;
+        }
+        map.end()
+    }
+}
+
+/// `grpc_<code name>`, the error kinds of non-OK gRPC statuses.
+const GRPC_ERROR_NAMES: [&str; 17] = [
+    "grpc_ok",
+    "grpc_cancelled",
+    "grpc_unknown",
+    "grpc_invalid_argument",
+    "grpc_deadline_exceeded",
+    "grpc_not_found",
+    "grpc_already_exists",
+    "grpc_permission_denied",
+    "grpc_resource_exhausted",
+    "grpc_failed_precondition",
+    "grpc_aborted",
+    "grpc_out_of_range",
+    "grpc_unimplemented",
+    "grpc_internal",
+    "grpc_unavailable",
+    "grpc_data_loss",
+    "grpc_unauthenticated",
+];
+
 /// Failures by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ErrorCounts {
@@ -50,6 +94,13 @@ pub struct ErrorCounts {
     pub http_5xx: u64,
     /// Any other unexpected status (1xx/3xx, 2xx other than 200).
     pub http_other: u64,
+    /// gRPC calls answered with a non-OK `grpc-status` (a Get's NOT_FOUND
+    /// is a miss, not an error).
+    pub grpc: u64,
+    /// `grpc` by status code.
+    pub grpc_codes: GrpcCodes,
+    /// HTTP/2 streams reset by the server or refused by its GOAWAY.
+    pub stream_reset: u64,
 }
 
 impl ErrorCounts {
@@ -61,6 +112,8 @@ impl ErrorCounts {
             + self.http_4xx
             + self.http_5xx
             + self.http_other
+            + self.grpc
+            + self.stream_reset
     }
 
     pub fn merge(&mut self, o: &ErrorCounts) {
@@ -71,9 +124,21 @@ impl ErrorCounts {
         self.http_4xx += o.http_4xx;
         self.http_5xx += o.http_5xx;
         self.http_other += o.http_other;
+        self.grpc += o.grpc;
+        for (a, b) in self.grpc_codes.0.iter_mut().zip(o.grpc_codes.0) {
+            *a += b;
+        }
+        self.stream_reset += o.stream_reset;
     }
 
-    /// `(name, count)` for every non-zero kind.
+    /// Counts one call answered with gRPC status `code`.
+    pub fn add_grpc(&mut self, code: u8) {
+        self.grpc += 1;
+        self.grpc_codes.0[usize::from(code).min(16)] += 1;
+    }
+
+    /// `(name, count)` for every non-zero kind; gRPC statuses one per
+    /// code (`grpc_unavailable`, ...).
     pub fn nonzero(&self) -> Vec<(&'static str, u64)> {
         [
             ("connect", self.connect),
@@ -85,6 +150,14 @@ impl ErrorCounts {
             ("http_other", self.http_other),
         ]
         .into_iter()
+        .chain(
+            self.grpc_codes
+                .0
+                .iter()
+                .enumerate()
+                .map(|(code, &n)| (GRPC_ERROR_NAMES[code], n)),
+        )
+        .chain([("stream_reset", self.stream_reset)])
         .filter(|&(_, n)| n > 0)
         .collect()
     }
@@ -99,6 +172,8 @@ pub enum Outcome {
     Http4xx,
     Http5xx,
     HttpOther,
+    Grpc(u8),
+    StreamReset,
 }
 
 /// 200 on a read is a hit, 404 on a read a miss; a write must get 200.
@@ -110,6 +185,8 @@ pub fn outcome(kind: OpKind, class: ResponseClass) -> Outcome {
         (_, ResponseClass::NotFound | ResponseClass::ClientError(_)) => Outcome::Http4xx,
         (_, ResponseClass::ServerError(_)) => Outcome::Http5xx,
         (_, ResponseClass::Other(_)) => Outcome::HttpOther,
+        (_, ResponseClass::GrpcStatus(code)) => Outcome::Grpc(code),
+        (_, ResponseClass::StreamReset(_)) => Outcome::StreamReset,
     }
 }
 
@@ -196,6 +273,14 @@ impl IntervalStats {
                 self.errors.http_other += 1;
                 return;
             }
+            Outcome::Grpc(code) => {
+                self.errors.add_grpc(code);
+                return;
+            }
+            Outcome::StreamReset => {
+                self.errors.stream_reset += 1;
+                return;
+            }
         }
         op.latency_ns.saturating_record(latency_ns.max(1));
     }
@@ -235,6 +320,39 @@ mod tests {
         assert_eq!(outcome(OpKind::Read, ClientError(400)), Outcome::Http4xx);
         assert_eq!(outcome(OpKind::Write, ServerError(503)), Outcome::Http5xx);
         assert_eq!(outcome(OpKind::Read, Other(302)), Outcome::HttpOther);
+        assert_eq!(outcome(OpKind::Read, GrpcStatus(14)), Outcome::Grpc(14));
+        assert_eq!(outcome(OpKind::Write, StreamReset(7)), Outcome::StreamReset);
+    }
+
+    #[test]
+    fn grpc_errors_by_code() {
+        let mut s = IntervalStats::default();
+        s.record(OpKind::Read, ResponseClass::GrpcStatus(14), 1);
+        s.record(OpKind::Write, ResponseClass::GrpcStatus(14), 1);
+        s.record(OpKind::Write, ResponseClass::GrpcStatus(3), 1);
+        s.record(OpKind::Read, ResponseClass::StreamReset(7), 1);
+        assert_eq!(s.completed(), 0);
+        let mut t = IntervalStats::default();
+        t.merge(&s);
+        t.merge(&s);
+        assert_eq!(
+            (t.errors.grpc, t.errors.stream_reset, t.errors.total()),
+            (6, 2, 8)
+        );
+        assert_eq!(
+            t.errors.nonzero(),
+            vec![
+                ("grpc_invalid_argument", 2),
+                ("grpc_unavailable", 4),
+                ("stream_reset", 2)
+            ]
+        );
+        let v = serde_json::to_value(t.errors).unwrap();
+        assert_eq!(v["grpc"], 6);
+        assert_eq!(
+            v["grpc_codes"],
+            serde_json::json!({"grpc_invalid_argument": 2, "grpc_unavailable": 4})
+        );
     }
 
     #[test]

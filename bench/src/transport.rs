@@ -16,9 +16,10 @@ pub type RequestId = u64;
 /// Protocol-neutral class of a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseClass {
-    /// Success (HTTP 200, gRPC OK).
+    /// Success (HTTP 200, gRPC OK; for a gRPC Get, OK with `found=true`).
     Ok,
-    /// The key does not exist (HTTP 404, gRPC NOT_FOUND).
+    /// The key does not exist (HTTP 404; gRPC Get answered OK with
+    /// `found=false`, or NOT_FOUND).
     NotFound,
     /// Another client-side error (HTTP 4xx).
     ClientError(u16),
@@ -26,6 +27,12 @@ pub enum ResponseClass {
     ServerError(u16),
     /// Anything else (HTTP 1xx/3xx, 2xx other than 200).
     Other(u16),
+    /// A gRPC call answered with a non-OK `grpc-status` (0..=16), other
+    /// than NOT_FOUND on a read (a miss).
+    GrpcStatus(u8),
+    /// An HTTP/2 stream reset by the server (RST_STREAM), or refused by
+    /// GOAWAY; the HTTP/2 error code.
+    StreamReset(u32),
 }
 
 /// One finished request.
@@ -66,6 +73,12 @@ pub enum CodecError {
     NoStatus,
     #[error("connection closed in the middle of a response")]
     TruncatedResponse,
+    #[error("HTTP/2 protocol error: {0}")]
+    Http2(&'static str),
+    #[error("HPACK decoding error: {0}")]
+    Hpack(String),
+    #[error("malformed gRPC response: {0}")]
+    Grpc(&'static str),
 }
 
 /// A protocol: builds one codec per connection.
