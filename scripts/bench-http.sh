@@ -4,7 +4,7 @@
 #
 #   scripts/bench-http.sh [--keys N] [--value-size BYTES] [--duration SECONDS]
 #                         [--connections N] [--threads N] [--warmup SECONDS]
-#                         [--no-build] [--strict]
+#                         [--rounds N] [--cores N] [--no-build] [--strict]
 #
 #   --keys N          keys prefilled and read at random (default 1000)
 #   --value-size B    value bytes per key (default 64)
@@ -12,6 +12,10 @@
 #   --connections N   wrk keep-alive connections (default 50)
 #   --threads N       wrk threads (default 1)
 #   --warmup S        unmeasured wrk run per target before measuring (default 2)
+#   --rounds N        measured runs per target, alternating which goes first;
+#                     the table's verdict uses each target's median (default 1)
+#   --cores N         NexusCache data cores AND nginx worker processes
+#                     (default: all CPUs), so both servers get the same CPUs
 #   --no-build        use the existing target/release/nexuscache
 #   --strict          exit 1 when nexuscache/nginx req/s is below 0.8
 #
@@ -31,8 +35,10 @@ duration=10
 connections=50
 threads=1
 warmup=2
+rounds=1
 build=1
 strict=0
+cores_arg=""
 
 need_int() {
     if ! [[ "$2" =~ ^[0-9]+$ ]] || (("$2" == 0)); then
@@ -41,7 +47,7 @@ need_int() {
 }
 while (($#)); do
     case "$1" in
-    --keys | --value-size | --duration | --connections | --threads | --warmup)
+    --keys | --value-size | --duration | --connections | --threads | --warmup | --rounds | --cores)
         (($# >= 2)) || die "$1 needs a value"
         need_int "$1" "$2"
         case "$1" in
@@ -51,13 +57,15 @@ while (($#)); do
         --connections) connections="$2" ;;
         --threads) threads="$2" ;;
         --warmup) warmup="$2" ;;
+        --rounds) rounds="$2" ;;
+        --cores) cores_arg="$2" ;;
         esac
         shift
         ;;
     --no-build) build=0 ;;
     --strict) strict=1 ;;
     -h | --help)
-        sed -n '2,22s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+        sed -n '2,24s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
         exit 0
         ;;
     *) die "unknown argument: $1 (see --help)" ;;
@@ -67,7 +75,8 @@ done
 # wrk gives each thread connections/threads connections; fewer is an error.
 ((connections >= threads)) || die "--connections must be >= --threads"
 
-cpus="$(nproc)"
+cpus="${cores_arg:-$(nproc)}"
+((cpus >= 1)) || die "--cores must be at least 1"
 
 bash scripts/setup.sh
 ensure_cargo
@@ -273,12 +282,33 @@ run_wrk() {
 # result FILE FIELD: a field of the BENCH_RESULT line.
 result() { grep '^BENCH_RESULT ' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 
-# NexusCache first, then stop it before nginx's runs so the two never share
-# the CPUs (an idle glommio executor may still poll); the SIGTERM also checks
-# that the node drains and exits 0.
-log "nexuscache: warm-up ${warmup}s, then ${duration}s (wrk -t$threads -c$connections)"
-run_wrk nexuscache "$nc_port" "$warmup" "$tmp/wrk-nexuscache-warmup.txt"
-run_wrk nexuscache "$nc_port" "$duration" "$tmp/wrk-nexuscache.txt"
+# Both servers stay up; rounds alternate which goes first, so a change in
+# background load (other processes on a shared machine) hits both alike. An
+# idle node costs next to nothing (checked below: its CPU time while nginx is
+# measured is reported). Warm-up once per target, before its first run.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+clk_tck="$(getconf CLK_TCK)"
+loadavg_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+nc_idle_ticks=0
+for ((r = 1; r <= rounds; r++)); do
+    order=(nexuscache nginx)
+    ((r % 2)) || order=(nginx nexuscache)
+    for t in "${order[@]}"; do
+        if [[ "$t" == nexuscache ]]; then port="$nc_port"; else port="$nginx_port"; fi
+        if ((r == 1)); then
+            log "$t: warm-up ${warmup}s"
+            run_wrk "$t" "$port" "$warmup" "$tmp/wrk-$t-warmup.txt"
+        fi
+        log "$t: round $r/$rounds, ${duration}s (wrk -t$threads -c$connections)"
+        before="$(cpu_ticks "$nc_pid")"
+        run_wrk "$t" "$port" "$duration" "$tmp/wrk-$t-$r.txt"
+        if [[ "$t" == nginx ]]; then
+            nc_idle_ticks=$((nc_idle_ticks + $(cpu_ticks "$nc_pid") - before))
+        fi
+    done
+done
+loadavg_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+
 metrics_note=""
 if curl -sS -o "$tmp/metrics.txt" --max-time 5 "http://127.0.0.1:$nc_port/metrics"; then
     # Every benchmark GET should have been a hit.
@@ -289,25 +319,29 @@ if curl -sS -o "$tmp/metrics.txt" --max-time 5 "http://127.0.0.1:$nc_port/metric
         warn "nexuscache counted $misses cache misses: some benchmark GETs were not hits"
     fi
 fi
+# The SIGTERM also checks that the node drains and exits 0.
 log "stopping nexuscache (SIGTERM)"
 nc_rc=0
 stop_pid "$nc_pid" 15 || nc_rc=$?
 ((nc_rc == 0)) || warn "nexuscache exited with status $nc_rc after SIGTERM (expected 0); log: $(tail -n 5 "$tmp/nexuscache.log" | tr '\n' ' ')"
 
-log "nginx: warm-up ${warmup}s, then ${duration}s (wrk -t$threads -c$connections)"
-run_wrk nginx "$nginx_port" "$warmup" "$tmp/wrk-nginx-warmup.txt"
-run_wrk nginx "$nginx_port" "$duration" "$tmp/wrk-nginx.txt"
-
 # --- report --------------------------------------------------------------------
-row() {
-    local f="$1"
-    awk -v name="$2" -v req="$(result "$f" requests)" -v us="$(result "$f" duration_us)" \
-        -v p50="$(result "$f" p50_us)" -v p99="$(result "$f" p99_us)" \
-        'BEGIN { printf "%-12s %12.0f %10.1f us %10.1f us\n", name, req / (us / 1e6), p50, p99 }'
-}
 rps() { awk -v req="$(result "$1" requests)" -v us="$(result "$1" duration_us)" 'BEGIN { printf "%.2f", req / (us / 1e6) }'; }
-nc_rps="$(rps "$tmp/wrk-nexuscache.txt")"
-nginx_rps="$(rps "$tmp/wrk-nginx.txt")"
+row() {
+    awk -v name="$2" -v rps="$(rps "$1")" -v p50="$(result "$1" p50_us)" -v p99="$(result "$1" p99_us)" \
+        'BEGIN { printf "%-16s %12.0f %10.1f us %10.1f us\n", name, rps, p50, p99 }'
+}
+# median_run TARGET: the round whose req/s is the median (lower middle).
+median_run() {
+    local t="$1" r
+    for ((r = 1; r <= rounds; r++)); do
+        printf '%s %s\n' "$(rps "$tmp/wrk-$t-$r.txt")" "$r"
+    done | sort -n | awk -v n="$rounds" 'NR == int((n + 1) / 2) { print $2 }'
+}
+nc_best="$(median_run nexuscache)"
+nginx_best="$(median_run nginx)"
+nc_rps="$(rps "$tmp/wrk-nexuscache-$nc_best.txt")"
+nginx_rps="$(rps "$tmp/wrk-nginx-$nginx_best.txt")"
 ratio="$(awk -v a="$nc_rps" -v b="$nginx_rps" 'BEGIN { printf "%.3f", a / b }')"
 if awk -v r="$ratio" -v t="$TARGET_RATIO" 'BEGIN { exit !(r >= t) }'; then
     verdict="PASS (>= $TARGET_RATIO)"
@@ -316,6 +350,7 @@ else
     verdict="BELOW TARGET (< $TARGET_RATIO)"
     pass=0
 fi
+idle_pct="$(awk -v t="$nc_idle_ticks" -v hz="$clk_tck" -v s="$((duration * rounds))" 'BEGIN { printf "%.1f", 100 * t / hz / s }')"
 
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p bench-results
@@ -324,26 +359,37 @@ report="bench-results/http-$stamp.txt"
     echo "NexusCache vs nginx, HTTP GET of a cached ${value_size}-byte value"
     echo "date:        $stamp"
     echo "commit:      $(git rev-parse --short HEAD 2>/dev/null || echo none)$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
-    echo "machine:     $cpus CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), kernel $(uname -r)"
-    echo "nexuscache:  --cores $cpus, $keys keys prefilled, value $value_size bytes"
+    echo "machine:     $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), kernel $(uname -r)"
+    echo "load avg:    $loadavg_before before, $loadavg_after after (other processes' work skews results)"
+    echo "nexuscache:  --cores $cpus, $keys keys prefilled, value $value_size bytes; exit status after SIGTERM: $nc_rc"
     # Settings that came from the environment rather than from this script.
     env_set="$(env | grep -E '^(NEXUSCACHE_|NC_|RUST_LOG=)' | sort | tr '\n' ' ' || true)"
     echo "env:         ${env_set:-(none)}"
     echo "nginx:       $("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //'), worker_processes $cpus, return 200 (body $body_len bytes)"
-    echo "load:        $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2), -t$threads -c$connections -d${duration}s after ${warmup}s warm-up, random key of $keys per request, keep-alive"
+    echo "load:        $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2), -t$threads -c$connections -d${duration}s x $rounds round(s) after ${warmup}s warm-up, random key of $keys per request, keep-alive"
     echo
     echo "$verification"
     [[ -z "$metrics_note" ]] || echo "$metrics_note"
+    echo "idle nexuscache used ${idle_pct}% of one CPU while nginx was measured"
     echo
-    printf '%-12s %12s %13s %13s\n' target 'req/s' p50 p99
-    row "$tmp/wrk-nexuscache.txt" nexuscache
-    row "$tmp/wrk-nginx.txt" nginx
+    printf '%-16s %12s %13s %13s\n' target 'req/s' p50 p99
+    if ((rounds > 1)); then
+        for ((r = 1; r <= rounds; r++)); do
+            row "$tmp/wrk-nexuscache-$r.txt" "nexuscache #$r"
+            row "$tmp/wrk-nginx-$r.txt" "nginx #$r"
+        done
+        echo "median round:"
+    fi
+    row "$tmp/wrk-nexuscache-$nc_best.txt" nexuscache
+    row "$tmp/wrk-nginx-$nginx_best.txt" nginx
     echo
     echo "ratio nexuscache/nginx req/s: $ratio  -> $verdict"
     echo
-    for t in nexuscache nginx; do
-        echo "--- wrk output: $t ---"
-        grep -v '^BENCH_RESULT ' "$tmp/wrk-$t.txt"
+    for ((r = 1; r <= rounds; r++)); do
+        for t in nexuscache nginx; do
+            echo "--- wrk output: $t, round $r ---"
+            grep -v '^BENCH_RESULT ' "$tmp/wrk-$t-$r.txt"
+        done
     done
 } >"$report"
 

@@ -63,7 +63,8 @@ const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 /// on the gRPC port: `spawn_local(serve_grpc_connection(core, stream)).detach()`.
 pub async fn serve_grpc_connection(core: Rc<Core>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let id = core.register_connection(stream.as_raw_fd());
+    // gRPC connections are long-lived peer links: no idle deadline.
+    let (id, _deadline) = core.register_connection(stream.as_raw_fd());
     if let Err(e) = run(&core, stream).await {
         debug!(core = core.id, "gRPC connection ended: {e}");
     }

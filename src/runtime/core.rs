@@ -36,6 +36,10 @@ fn peer_outcome(err: &PeerError) -> PeerOutcome {
     }
 }
 
+/// When a connection must have made progress by, shared between the
+/// connection (which moves it) and its core's reaper (which enforces it).
+pub type Deadline = Rc<Cell<Option<Instant>>>;
+
 /// An op on its way to the owning core, with the channel its reply takes back.
 #[derive(Debug)]
 pub struct Envelope {
@@ -97,8 +101,9 @@ pub struct Core {
     /// Local copy of the node-wide draining flag, refreshed by the
     /// housekeeping task, so requests never read a shared atomic.
     draining: Cell<bool>,
-    /// Open client sockets, so draining can wake idle readers.
-    connections: RefCell<HashMap<u64, RawFd>>,
+    /// Open client sockets and their deadlines, so draining can wake idle
+    /// readers and the reaper can close connections that overstay.
+    connections: RefCell<HashMap<u64, (RawFd, Deadline)>>,
     next_connection: Cell<u64>,
 }
 
@@ -309,17 +314,40 @@ impl Core {
         self.draining.set(true);
     }
 
-    pub fn register_connection(&self, fd: RawFd) -> u64 {
+    /// Track a client socket. The returned deadline starts unset (never
+    /// reaped); a connection that wants timeouts keeps it up to date.
+    pub fn register_connection(&self, fd: RawFd) -> (u64, Deadline) {
         let id = self.next_connection.get();
         self.next_connection.set(id + 1);
-        self.connections.borrow_mut().insert(id, fd);
+        let deadline = Deadline::default();
+        self.connections
+            .borrow_mut()
+            .insert(id, (fd, deadline.clone()));
         self.metrics.connection_opened();
-        id
+        (id, deadline)
     }
 
     pub fn unregister_connection(&self, id: u64) {
         self.connections.borrow_mut().remove(&id);
         self.metrics.connection_closed();
+    }
+
+    /// Shut down sockets whose deadline has passed: their pending read
+    /// returns end-of-file and the connection closes itself. One timer tick
+    /// per core replaces a timer per read on the request path.
+    pub fn reap_expired_connections(&self, now: Instant) -> usize {
+        let mut reaped = 0;
+        for (fd, deadline) in self.connections.borrow().values() {
+            if deadline.get().is_some_and(|d| d <= now) {
+                deadline.set(None);
+                // SAFETY: as in `stop_reading_connections`.
+                unsafe {
+                    libc::shutdown(*fd, libc::SHUT_RDWR);
+                }
+                reaped += 1;
+            }
+        }
+        reaped
     }
 
     pub fn open_connections(&self) -> usize {
@@ -329,7 +357,7 @@ impl Core {
     /// Make every idle connection's pending read return end-of-file, so each
     /// connection finishes what it has already received and then closes.
     pub fn stop_reading_connections(&self) {
-        for &fd in self.connections.borrow().values() {
+        for &(fd, _) in self.connections.borrow().values() {
             // SAFETY: the fd belongs to a live connection task on this core
             // (it is unregistered before the stream is dropped), and
             // shutdown(2) neither closes nor invalidates it.

@@ -376,6 +376,7 @@ async fn housekeeping(core: Rc<Core>, listener_fds: [std::os::fd::RawFd; 2]) {
             }
             core.stop_reading_connections();
         }
+        core.reap_expired_connections(Instant::now());
         if Instant::now() >= next_sweep {
             // Cover the whole shard in about 16 sweeps, in slices that keep
             // each pause short.

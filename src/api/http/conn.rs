@@ -20,14 +20,14 @@ use super::route::{route, Command, Style};
 use crate::error::ApiError;
 use crate::metrics::{render, OpKind};
 use crate::ops::{Op, Reply};
-use crate::runtime::core::Core;
+use crate::runtime::core::{Core, Deadline};
 
 const INITIAL_BUFFER: usize = 16 * 1024;
 
 pub async fn serve_connection(core: Rc<Core>, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let id = core.register_connection(stream.as_raw_fd());
-    if let Err(e) = run(&core, &mut stream).await {
+    let (id, deadline) = core.register_connection(stream.as_raw_fd());
+    if let Err(e) = run(&core, &mut stream, &deadline).await {
         debug!(core = core.id, "connection ended: {e}");
     }
     core.unregister_connection(id);
@@ -66,7 +66,7 @@ impl InBuf {
     }
 }
 
-async fn run(core: &Core, stream: &mut TcpStream) -> io::Result<()> {
+async fn run(core: &Core, stream: &mut TcpStream, deadline: &Deadline) -> io::Result<()> {
     let mut input = InBuf {
         buf: vec![0; INITIAL_BUFFER],
         start: 0,
@@ -106,22 +106,21 @@ async fn run(core: &Core, stream: &mut TcpStream) -> io::Result<()> {
         }
         // A started request must be complete within the header timeout as a
         // whole (not per read), or a client trickling bytes could hold the
-        // connection forever.
-        let timeout = if input.start < input.end {
+        // connection forever. The core's reaper enforces the deadline.
+        let until = if input.start < input.end {
             let since = *partial_since.get_or_insert_with(Instant::now);
-            let left = core.config.header_timeout().saturating_sub(since.elapsed());
-            if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "request not completed within the header timeout",
-                ));
-            }
-            left
+            since + core.config.header_timeout()
         } else {
             partial_since = None;
-            core.config.idle_timeout()
+            Instant::now() + core.config.idle_timeout()
         };
-        stream.set_read_timeout(Some(timeout))?;
+        if until <= Instant::now() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request not completed within the header timeout",
+            ));
+        }
+        deadline.set(Some(until));
         let n = stream.read(input.spare()).await?;
         if n == 0 {
             return Ok(());
