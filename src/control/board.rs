@@ -26,6 +26,11 @@ pub struct RingBoard {
     version: AtomicU64,
     /// The current snapshot; replaced whole, never mutated.
     ring: Mutex<Arc<Ring>>,
+    /// Bumped when this node lost its etcd lease: the other nodes dropped it
+    /// from their rings and may have taken writes for its keys, so whatever
+    /// the cores hold may be stale and must go before they serve as owners
+    /// again.
+    flush_epoch: AtomicU64,
 }
 
 impl RingBoard {
@@ -34,6 +39,7 @@ impl RingBoard {
         Arc::new(RingBoard {
             version: AtomicU64::new(0),
             ring: Mutex::new(Arc::new(initial)),
+            flush_epoch: AtomicU64::new(0),
         })
     }
 
@@ -60,6 +66,18 @@ impl RingBoard {
         // The version only moves while the lock is held, so this pair is
         // consistent.
         (self.version.load(Ordering::Acquire), Arc::clone(&slot))
+    }
+
+    /// Ask every core to drop its cached entries (see `flush_epoch`).
+    pub fn request_flush(&self) {
+        self.flush_epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many flushes were requested; cores compare it with the last one
+    /// they carried out, from their timer.
+    #[inline]
+    pub fn flush_epoch(&self) -> u64 {
+        self.flush_epoch.load(Ordering::Acquire)
     }
 
     /// The current snapshot without its version.

@@ -237,7 +237,8 @@ impl Node {
                     };
                     unanswered_since = None;
                     if answer.ttl() <= 0 {
-                        warn!(lease = answer.id(), "our lease expired; registering again");
+                        warn!(lease = answer.id(), "our lease expired; dropping cached entries and registering again");
+                        self.board.request_flush();
                         self.lease = None;
                         keep_alive = self.register(&client).await?;
                     }
@@ -265,7 +266,8 @@ impl Node {
                     }
                     let own_record_gone = self.apply(message.events().iter().filter_map(|e| e.kv()));
                     if own_record_gone {
-                        warn!(key = %self.own_key, "our record was deleted; registering again");
+                        warn!(key = %self.own_key, "our record was deleted; dropping cached entries and registering again");
+                        self.board.request_flush();
                         keep_alive = self.register(&client).await?;
                         unanswered_since = None;
                     }
@@ -297,7 +299,11 @@ impl Node {
             let keep_alive = match self.lease {
                 Some(id) => match self.keep_alive(client, id).await {
                     Err(ControlError::Etcd { source, .. }) if lease_is_gone(&source) => {
-                        info!(lease = id, "our lease is gone; granting a new one");
+                        info!(
+                            lease = id,
+                            "our lease is gone; dropping cached entries and granting a new one"
+                        );
+                        self.board.request_flush();
                         self.lease = None;
                         self.grant(client).await?
                     }

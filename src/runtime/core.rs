@@ -98,6 +98,8 @@ pub struct Core {
     /// Asks the control thread to change membership (`/setpeer`).
     pub control: ControlClient,
     ring: RefCell<Rc<RingView>>,
+    /// The board's flush epoch this core last carried out.
+    flush_epoch: Cell<u64>,
     /// Local copy of the node-wide draining flag, refreshed by the
     /// housekeeping task, so requests never read a shared atomic.
     draining: Cell<bool>,
@@ -127,6 +129,7 @@ impl Core {
             max_response_bytes: crate::grpc::cache::max_message_bytes(&limits),
         });
         let (version, ring) = board.current();
+        let flush_epoch = board.flush_epoch();
         let view = RingView::new(version, ring, &config.node_name);
         let metrics = CoreMetrics::default();
         metrics.set_ring_members(view.ring.len());
@@ -134,6 +137,7 @@ impl Core {
             peers,
             board,
             control,
+            flush_epoch: Cell::new(flush_epoch),
             ring: RefCell::new(Rc::new(view)),
             id,
             cores: config.cores(),
@@ -217,9 +221,20 @@ impl Core {
         }
     }
 
-    /// Adopt the newest ring snapshot if the control thread published one.
+    /// Adopt the newest ring snapshot if the control thread published one,
+    /// and drop this shard's entries if the node lost its lease meanwhile.
     /// Called from the housekeeping timer, never per request.
     pub fn refresh_ring(&self) {
+        let epoch = self.board.flush_epoch();
+        if epoch != self.flush_epoch.get() {
+            self.flush_epoch.set(epoch);
+            let dropped = self.shard.borrow_mut().clear();
+            tracing::warn!(
+                core = self.id,
+                dropped,
+                "lease was lost: dropped cached entries that may have been rewritten elsewhere"
+            );
+        }
         if self.board.version() == self.ring.borrow().version {
             return;
         }

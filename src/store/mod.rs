@@ -256,6 +256,16 @@ impl Shard {
         }
     }
 
+    /// Drop every entry (memory is released), keeping the cumulative
+    /// counters so metrics stay monotonic. Returns how many entries went.
+    pub fn clear(&mut self) -> usize {
+        let dropped = self.len();
+        let counters = std::mem::take(&mut self.counters);
+        *self = Shard::new(self.capacity_bytes);
+        self.counters = counters;
+        dropped
+    }
+
     /// Hit: moves the entry to most-recently-used, counts a hit and returns
     /// a cheap clone of the value. An expired entry is removed (its bytes
     /// leave the accounting and `expired` is counted) and reported as a
@@ -575,6 +585,28 @@ impl Shard {
             self.unlink(index);
             self.push_front(index);
         }
+    }
+}
+
+#[cfg(test)]
+mod clear_tests {
+    use super::*;
+
+    #[test]
+    fn clear_drops_entries_and_keeps_counters() {
+        let now = Instant::now();
+        let mut shard = Shard::new(10_000);
+        shard
+            .set(b"a", Bytes::from_static(b"1"), None, false, now)
+            .unwrap();
+        assert!(shard.get(b"a", now).is_some());
+        assert!(shard.get(b"b", now).is_none());
+        assert_eq!(shard.clear(), 1);
+        let stats = shard.stats();
+        assert_eq!((stats.items, stats.bytes), (0, 0));
+        assert_eq!((stats.hits, stats.misses), (1, 1));
+        assert!(shard.get(b"a", now).is_none());
+        assert_eq!(shard.capacity_bytes(), 10_000);
     }
 }
 
