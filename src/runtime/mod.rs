@@ -141,7 +141,6 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
         node = %config.node_name,
         http = %config.http_addr(),
         grpc = %config.grpc_addr(),
-        grpc = %config.grpc_addr(),
         cores = config.cores(),
         cpus = ?config.cpus,
         max_memory = config.max_memory,
