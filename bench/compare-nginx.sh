@@ -20,13 +20,15 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH_BIN="${BENCH_BIN:-$REPO_ROOT/target/release/nexuscache-bench}"
 
 need_apt() {
+    # The project's installer keeps Debian's postinst from starting nginx as
+    # a system service (it would hold port 80) and installs only what is
+    # missing; it needs root like any apt-get.
     if [ "$(id -u)" -ne 0 ]; then
         echo "compare-nginx: $1 missing and not root; install package $2" >&2
         exit 1
     fi
-    echo "compare-nginx: installing $2 ..." >&2
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    echo "compare-nginx: $1 missing; running scripts/setup.sh ..." >&2
+    bash "$REPO_ROOT/scripts/setup.sh" >&2
 }
 
 NGINX_BIN="$(command -v nginx || true)"
