@@ -107,14 +107,14 @@ async fn run(core: &Core, stream: &mut TcpStream, deadline: &Deadline) -> io::Re
         // A started request must be complete within the header timeout as a
         // whole (not per read), or a client trickling bytes could hold the
         // connection forever. The core's reaper enforces the deadline.
+        let now = Instant::now();
         let until = if input.start < input.end {
-            let since = *partial_since.get_or_insert_with(Instant::now);
-            since + core.config.header_timeout()
+            *partial_since.get_or_insert(now) + core.config.header_timeout()
         } else {
             partial_since = None;
-            Instant::now() + core.config.idle_timeout()
+            now + core.config.idle_timeout()
         };
-        if until <= Instant::now() {
+        if until <= now {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "request not completed within the header timeout",

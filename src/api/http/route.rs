@@ -127,14 +127,14 @@ pub fn route(head: &RequestHead<'_>, body: &[u8], limits: &Limits) -> Result<Com
                 });
             }
             let minutes = match form.get("expire") {
-                Some(text) => parse_bounded("expire", &text, MAX_EXPIRE_MINUTES, "minutes")?,
+                Some(text) => parse_bounded("expire", text, MAX_EXPIRE_MINUTES, "minutes")?,
                 None => 0,
             };
             Ok(Command::Set {
                 key,
-                value: Bytes::from(value),
+                value: Bytes::copy_from_slice(value),
                 ttl: Duration::from_secs(minutes * 60),
-                hot: parse_hot(form.get("hot").as_deref())?,
+                hot: parse_hot(form.get("hot"))?,
                 style: Style::Seed,
             })
         }
@@ -158,7 +158,8 @@ pub fn route(head: &RequestHead<'_>, body: &[u8], limits: &Limits) -> Result<Com
                 form.get(field)
                     .filter(|v| !v.is_empty())
                     .map(|v| {
-                        String::from_utf8(v).map_err(|_| ApiError::invalid(field, "not UTF-8"))
+                        String::from_utf8(v.to_vec())
+                            .map_err(|_| ApiError::invalid(field, "not UTF-8"))
                     })
                     .transpose()
             };
@@ -176,7 +177,7 @@ pub fn route(head: &RequestHead<'_>, body: &[u8], limits: &Limits) -> Result<Com
             if let Some(encoded) = path.strip_prefix("/v1/keys/") {
                 route_v1(head, encoded, body, limits, not_allowed)
             } else if let Some(encoded) = path.strip_prefix("/v1/owner/") {
-                let key = checked_key(percent_decode(encoded.as_bytes(), false)?, limits, true)?;
+                let key = checked_key(&percent_decode(encoded.as_bytes(), false)?, limits, true)?;
                 get_only(Command::Owner { key })
             } else {
                 Err(ApiError::NoRoute(path.to_string()))
@@ -192,8 +193,11 @@ fn route_v1(
     limits: &Limits,
     not_allowed: impl Fn(&'static str) -> ApiError,
 ) -> Result<Command, ApiError> {
-    let key = percent_decode(encoded_key.as_bytes(), false)?;
-    let key = checked_key(key, limits, true)?;
+    let key = checked_key(
+        &percent_decode(encoded_key.as_bytes(), false)?,
+        limits,
+        true,
+    )?;
     match head.method {
         Method::Get | Method::Head => Ok(Command::Get {
             key,
@@ -206,7 +210,7 @@ fn route_v1(
         Method::Put => {
             let query = Form::parse(head.query().as_bytes(), &[])?;
             let ttl = match query.get("ttl") {
-                Some(text) => parse_bounded("ttl", &text, MAX_TTL_SECONDS, "seconds")?,
+                Some(text) => parse_bounded("ttl", text, MAX_TTL_SECONDS, "seconds")?,
                 None => 0,
             };
             if body.len() as u64 > limits.max_value_bytes {
@@ -219,7 +223,7 @@ fn route_v1(
                 key,
                 value: Bytes::copy_from_slice(body),
                 ttl: Duration::from_secs(ttl),
-                hot: parse_hot(query.get("hot").as_deref())?,
+                hot: parse_hot(query.get("hot"))?,
                 style: Style::V1,
             })
         }
@@ -227,7 +231,7 @@ fn route_v1(
     }
 }
 
-fn checked_key(key: Vec<u8>, limits: &Limits, in_url: bool) -> Result<Box<[u8]>, ApiError> {
+fn checked_key(key: &[u8], limits: &Limits, in_url: bool) -> Result<Box<[u8]>, ApiError> {
     if key.is_empty() {
         return Err(ApiError::MissingKey);
     }
@@ -238,7 +242,7 @@ fn checked_key(key: Vec<u8>, limits: &Limits, in_url: bool) -> Result<Box<[u8]>,
             in_url,
         });
     }
-    Ok(key.into_boxed_slice())
+    Ok(Box::from(key))
 }
 
 fn parse_bounded(field: &'static str, text: &[u8], max: u64, unit: &str) -> Result<u64, ApiError> {
@@ -305,12 +309,13 @@ impl Form {
     }
 
     /// Last occurrence wins, so body fields (parsed after the query) win.
-    fn get(&self, name: &str) -> Option<Vec<u8>> {
+    /// Borrowed: callers copy only what they keep.
+    fn get(&self, name: &str) -> Option<&[u8]> {
         self.fields
             .iter()
             .rev()
             .find(|(n, _)| n == name.as_bytes())
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v.as_slice())
     }
 
     fn key(&self, limits: &Limits, in_url: bool) -> Result<Box<[u8]>, ApiError> {
