@@ -122,52 +122,7 @@ if ! wait_http "http://127.0.0.1:$nc_port/readyz" 30 "$nc_pid"; then
 fi
 
 # --- nginx -------------------------------------------------------------------
-# Foreground (daemon off) so the PID we hold is the master; everything it
-# writes (pid, logs, temp dirs) stays in $tmp, nothing under /etc or /var.
-mkdir -p "$tmp/nginx/logs"
-cat >"$tmp/nginx/nginx.conf" <<EOF
-daemon off;
-master_process on;
-worker_processes $cpus;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/logs/error.log warn;
-events {
-    worker_connections 4096;
-}
-http {
-    access_log off;
-    # Without a limit nginx closes a keep-alive connection after 1000
-    # requests (the default), which would add reconnects NexusCache doesn't pay.
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    client_body_temp_path $tmp/nginx/client_body;
-    proxy_temp_path $tmp/nginx/proxy;
-    fastcgi_temp_path $tmp/nginx/fastcgi;
-    uwsgi_temp_path $tmp/nginx/uwsgi;
-    scgi_temp_path $tmp/nginx/scgi;
-    server {
-        listen 127.0.0.1:$nginx_port;
-        location / {
-            # Same Content-Type and body as NexusCache's GET /api/get hit.
-            default_type "text/plain; charset=utf-8";
-            return 200 "$body";
-        }
-    }
-}
-EOF
-# -e: nginx opens its error log before reading the config; keep even that
-# out of /var/log.
-"$nginx_bin" -t -q -p "$tmp/nginx" -e "$tmp/nginx/logs/error.log" -c "$tmp/nginx/nginx.conf" ||
-    die "generated nginx config is invalid: $tmp/nginx/nginx.conf"
-log "starting nginx on 127.0.0.1:$nginx_port with $cpus workers"
-"$nginx_bin" -p "$tmp/nginx" -e "$tmp/nginx/logs/error.log" -c "$tmp/nginx/nginx.conf" \
-    >"$tmp/nginx/stdout.log" 2>&1 &
-nginx_pid=$!
-kill_on_exit "$nginx_pid"
-if ! wait_http "http://127.0.0.1:$nginx_port/" 15 "$nginx_pid"; then
-    cat "$tmp/nginx/logs/error.log" "$tmp/nginx/stdout.log" >&2 || true
-    die "nginx did not start"
-fi
+start_nginx "$tmp/nginx" "$nginx_port" "$cpus" "$body"
 
 # --- prefill -----------------------------------------------------------------
 # One curl process over one keep-alive connection for all keys: a curl per key

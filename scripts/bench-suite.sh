@@ -228,50 +228,13 @@ sed 's/^/  /' "$out/meta.txt" >&2
 
 # --- nginx: the HTTP ceiling -------------------------------------------------
 # The body has the size and Content-Type of NexusCache's answer to a GET of a
-# 64-byte value: "value=" + 64 bytes. Foreground (daemon off) so the PID we
-# hold is the master; pid, logs and temp dirs stay in $tmp.
+# 64-byte value: "value=" + 64 bytes (start_nginx in lib.sh: foreground,
+# everything under $tmp).
 nginx_value="$(python3 -c 'import random, string; r = random.Random(42); print("".join(r.choice(string.ascii_letters + string.digits) for _ in range(64)))')"
 nginx_body="value=$nginx_value"
 nginx_port="$(free_port 1)"
-mkdir -p "$tmp/nginx/logs"
-cat >"$tmp/nginx/nginx.conf" <<EOF
-daemon off;
-master_process on;
-worker_processes $cpus;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/logs/error.log warn;
-events {
-    worker_connections 4096;
-}
-http {
-    access_log off;
-    keepalive_requests 1000000000;
-    keepalive_timeout 120s;
-    client_body_temp_path $tmp/nginx/client_body;
-    proxy_temp_path $tmp/nginx/proxy;
-    fastcgi_temp_path $tmp/nginx/fastcgi;
-    uwsgi_temp_path $tmp/nginx/uwsgi;
-    scgi_temp_path $tmp/nginx/scgi;
-    server {
-        listen 127.0.0.1:$nginx_port;
-        location / {
-            default_type "text/plain; charset=utf-8";
-            return 200 "$nginx_body";
-        }
-    }
-}
-EOF
-"$nginx_bin" -t -q -p "$tmp/nginx" -e "$tmp/nginx/logs/error.log" -c "$tmp/nginx/nginx.conf" ||
-    die "generated nginx config is invalid: $tmp/nginx/nginx.conf"
-log "starting nginx on 127.0.0.1:$nginx_port with $cpus workers, body ${#nginx_body} bytes"
-"$nginx_bin" -p "$tmp/nginx" -e "$tmp/nginx/logs/error.log" -c "$tmp/nginx/nginx.conf" \
-    >"$out/logs/nginx.log" 2>&1 &
-nginx_pid=$!
-kill_on_exit "$nginx_pid"
-if ! wait_http "http://127.0.0.1:$nginx_port/" 15 "$nginx_pid"; then
-    cat "$tmp/nginx/logs/error.log" >&2 || true
-    die "nginx did not start"
-fi
+start_nginx "$tmp/nginx" "$nginx_port" "$cpus" "$nginx_body" "$out/logs/nginx.log"
+nginx_pid=$NGINX_PID
 nginx_sample="$(curl -sS -o /dev/null -w '%{http_code} body %{size_download} B, headers %{size_header} B' \
     "http://127.0.0.1:$nginx_port/api/get?key=key%3A0")"
 echo "nginx: $("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //'), worker_processes $cpus, GET -> $nginx_sample" >>"$out/meta.txt"

@@ -198,3 +198,56 @@ wait_http() {
     warn "$url did not answer 200 within ${timeout}s (last status: ${code:-none})"
     return 1
 }
+
+# Start nginx as the benchmarks' HTTP ceiling: `return 200 BODY` with the
+# Content-Type of NexusCache's GET /api/get hit, on 127.0.0.1:PORT, WORKERS
+# worker processes, no access log, keep-alive without a request limit (the
+# default closes a connection after 1000 requests, adding reconnects
+# NexusCache does not pay). Foreground (daemon off) so the PID we hold is the
+# master; config, pid, logs and temp dirs stay under DIR, nothing in /etc or
+# /var. Sets NGINX_PID, which is stopped at exit.
+#   start_nginx DIR PORT WORKERS BODY [STDOUT_LOG]
+start_nginx() {
+    local dir="$1" port="$2" workers="$3" body="$4" stdout_log="${5:-$1/stdout.log}" bin
+    bin="$(command -v nginx || echo /usr/sbin/nginx)"
+    mkdir -p "$dir/logs"
+    cat >"$dir/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes $workers;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events {
+    worker_connections 4096;
+}
+http {
+    access_log off;
+    keepalive_requests 1000000000;
+    keepalive_timeout 120s;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            default_type "text/plain; charset=utf-8";
+            return 200 "$body";
+        }
+    }
+}
+EOF
+    # -e: nginx opens its error log before reading the config; keep even
+    # that out of /var/log.
+    "$bin" -t -q -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" ||
+        die "generated nginx config is invalid: $dir/nginx.conf"
+    log "starting nginx on 127.0.0.1:$port with $workers workers, body ${#body} bytes"
+    "$bin" -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" >"$stdout_log" 2>&1 &
+    NGINX_PID=$!
+    kill_on_exit "$NGINX_PID"
+    if ! wait_http "http://127.0.0.1:$port/" 15 "$NGINX_PID"; then
+        cat "$dir/logs/error.log" "$stdout_log" >&2 || true
+        die "nginx did not start"
+    fi
+}
