@@ -12,7 +12,9 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use crate::api::http::route::MAX_TTL_SECONDS;
 use crate::error::StartupError;
+use crate::origin::OriginTemplate;
 
 pub const DEFAULT_HTTP_PORT: u16 = 9999;
 pub const DEFAULT_MAX_MEMORY: u64 = 256 << 20;
@@ -33,6 +35,13 @@ pub const DEFAULT_VNODES: usize = 50;
 pub const DEFAULT_LEASE_TTL_SECS: u64 = 10;
 pub const DEFAULT_PEER_CONNECT_TIMEOUT_MS: u64 = 200;
 pub const DEFAULT_PEER_TIMEOUT_MS: u64 = 500;
+/// The hot tier gets this fraction of `--max-memory` unless told otherwise.
+pub const DEFAULT_HOT_MEMORY_DIVISOR: u64 = 8;
+pub const DEFAULT_HOT_AUTO_THRESHOLD: u32 = 20;
+pub const DEFAULT_HOT_AUTO_TTL_MS: u64 = 5000;
+pub const DEFAULT_ORIGIN_TTL_SECS: u64 = 300;
+pub const DEFAULT_ORIGIN_TIMEOUT_MS: u64 = 1000;
+pub const DEFAULT_ORIGIN_CONCURRENCY: usize = 64;
 
 /// Flags of `nexuscache serve`. Every one can also come from the environment
 /// variable named beside it, or from the `--config` file under the same name
@@ -113,6 +122,37 @@ pub struct ServeArgs {
     /// Give up on a request to a peer after this long, in milliseconds [default: 500].
     #[arg(long, env = "NEXUSCACHE_PEER_TIMEOUT_MS", value_name = "MS")]
     pub peer_timeout_ms: Option<u64>,
+    /// Memory for the hot tier (copies of other nodes' hot keys), taken out
+    /// of --max-memory; 0 turns hot copies off [default: --max-memory / 8].
+    #[arg(long, env = "NEXUSCACHE_HOT_MAX_MEMORY", value_name = "SIZE")]
+    pub hot_max_memory: Option<String>,
+    /// Forwarded GETs for one remote key within one second after which this
+    /// node keeps its own short-lived copy; 0 turns automatic copies off [default: 20].
+    #[arg(long, env = "NEXUSCACHE_HOT_AUTO_THRESHOLD", value_name = "N")]
+    pub hot_auto_threshold: Option<u32>,
+    /// Lifetime of an automatic hot copy, in milliseconds (never past the
+    /// owner's own expiry) [default: 5000].
+    #[arg(long, env = "NEXUSCACHE_HOT_AUTO_TTL_MS", value_name = "MS")]
+    pub hot_auto_ttl_ms: Option<u64>,
+    /// Read-through origin for misses: an http:// URL with a {key}
+    /// placeholder (the key is percent-encoded), e.g.
+    /// http://127.0.0.1:8000/items/{key} [default: none, a miss is a 404].
+    #[arg(long, env = "NEXUSCACHE_ORIGIN", value_name = "URL")]
+    pub origin: Option<String>,
+    /// TTL of values loaded from the origin, in seconds (jitter applies; 0 never expires) [default: 300].
+    #[arg(long, env = "NEXUSCACHE_ORIGIN_TTL", value_name = "SECONDS")]
+    pub origin_ttl: Option<u64>,
+    /// Remember an origin 404 for this long, in seconds; 0 asks the origin every time [default: 0].
+    #[arg(long, env = "NEXUSCACHE_NEGATIVE_TTL", value_name = "SECONDS")]
+    pub negative_ttl: Option<u64>,
+    /// Give up on an origin request after this long (waiting for a free
+    /// slot included), in milliseconds [default: 1000].
+    #[arg(long, env = "NEXUSCACHE_ORIGIN_TIMEOUT_MS", value_name = "MS")]
+    pub origin_timeout_ms: Option<u64>,
+    /// Most origin requests in flight from this node, split over its cores
+    /// (at least one each) [default: 64].
+    #[arg(long, env = "NEXUSCACHE_ORIGIN_CONCURRENCY", value_name = "N")]
+    pub origin_concurrency: Option<usize>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -145,6 +185,14 @@ pub struct FileConfig {
     pub lease_ttl: Option<u64>,
     pub peer_connect_timeout_ms: Option<u64>,
     pub peer_timeout_ms: Option<u64>,
+    pub hot_max_memory: Option<SizeValue>,
+    pub hot_auto_threshold: Option<u32>,
+    pub hot_auto_ttl_ms: Option<u64>,
+    pub origin: Option<String>,
+    pub origin_ttl: Option<u64>,
+    pub negative_ttl: Option<u64>,
+    pub origin_timeout_ms: Option<u64>,
+    pub origin_concurrency: Option<usize>,
 }
 
 /// A size in a TOML file may be a number of bytes or a string with a suffix.
@@ -192,6 +240,18 @@ pub struct Config {
     pub lease_ttl_secs: u64,
     pub peer_connect_timeout_ms: u64,
     pub peer_timeout_ms: u64,
+    /// Taken out of `max_memory`: the primary shards share the rest.
+    pub hot_max_memory: u64,
+    /// 0: automatic hot copies are off.
+    pub hot_auto_threshold: u32,
+    pub hot_auto_ttl_ms: u64,
+    /// The `--origin` template as given, and parsed (address resolved once).
+    pub origin_url: Option<String>,
+    pub origin: Option<OriginTemplate>,
+    pub origin_ttl_secs: u64,
+    pub negative_ttl_secs: u64,
+    pub origin_timeout_ms: u64,
+    pub origin_concurrency: usize,
 }
 
 impl Config {
@@ -235,9 +295,38 @@ impl Config {
     pub fn ttl_jitter_max(&self) -> Duration {
         Duration::from_secs(self.ttl_jitter_max_secs)
     }
-    /// Each core's share of `max_memory`; the sum over cores never exceeds it.
+    /// Each core's share of `max_memory` minus the hot tier; with
+    /// [`Config::hot_capacity`], the sum over cores never exceeds `max_memory`.
     pub fn shard_capacity(&self) -> u64 {
-        self.max_memory / self.cores() as u64
+        self.max_memory.saturating_sub(self.hot_max_memory) / self.cores() as u64
+    }
+    /// Each core's share of the hot tier; 0 when hot copies are off.
+    pub fn hot_capacity(&self) -> u64 {
+        self.hot_max_memory / self.cores() as u64
+    }
+    pub fn hot_auto_ttl(&self) -> Duration {
+        Duration::from_millis(self.hot_auto_ttl_ms)
+    }
+    pub fn origin_ttl(&self) -> Duration {
+        Duration::from_secs(self.origin_ttl_secs)
+    }
+    pub fn negative_ttl(&self) -> Duration {
+        Duration::from_secs(self.negative_ttl_secs)
+    }
+    pub fn origin_timeout(&self) -> Duration {
+        Duration::from_millis(self.origin_timeout_ms)
+    }
+    /// Origin requests one core may have in flight.
+    pub fn origin_concurrency_per_core(&self) -> usize {
+        self.origin_concurrency.div_ceil(self.cores()).max(1)
+    }
+    /// How long a forwarded read may take: the owner may have to load the
+    /// value from the origin first.
+    pub fn peer_read_timeout(&self) -> Duration {
+        match self.origin {
+            Some(_) => self.peer_timeout() + self.origin_timeout(),
+            None => self.peer_timeout(),
+        }
     }
 
     /// The effective settings in the `--config` file format, so the output
@@ -275,6 +364,14 @@ impl Config {
             lease_ttl: Some(self.lease_ttl_secs),
             peer_connect_timeout_ms: Some(self.peer_connect_timeout_ms),
             peer_timeout_ms: Some(self.peer_timeout_ms),
+            hot_max_memory: Some(SizeValue::Bytes(self.hot_max_memory)),
+            hot_auto_threshold: Some(self.hot_auto_threshold),
+            hot_auto_ttl_ms: Some(self.hot_auto_ttl_ms),
+            origin: self.origin_url.clone(),
+            origin_ttl: Some(self.origin_ttl_secs),
+            negative_ttl: Some(self.negative_ttl_secs),
+            origin_timeout_ms: Some(self.origin_timeout_ms),
+            origin_concurrency: Some(self.origin_concurrency),
         };
         toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -296,6 +393,17 @@ impl Config {
             (Some(s), _) => parse_size(s).map_err(|e| invalid("--max-value-bytes", e))?,
             (None, Some(v)) => v.to_bytes("max_value_bytes")?,
             (None, None) => DEFAULT_MAX_VALUE_BYTES,
+        };
+
+        let hot_max_memory = match (&args.hot_max_memory, &file.hot_max_memory) {
+            (Some(s), _) => parse_size(s).map_err(|e| invalid("--hot-max-memory", e))?,
+            (None, Some(v)) => v.to_bytes("hot_max_memory")?,
+            (None, None) => max_memory / DEFAULT_HOT_MEMORY_DIVISOR,
+        };
+        let origin_url = args.origin.clone().or(file.origin.clone());
+        let origin = match &origin_url {
+            Some(url) => Some(OriginTemplate::parse(url).map_err(|e| invalid("--origin", e))?),
+            None => None,
         };
 
         let cpuset = args.cpuset.clone().or(file.cpuset);
@@ -383,6 +491,30 @@ impl Config {
                 .peer_timeout_ms
                 .or(file.peer_timeout_ms)
                 .unwrap_or(DEFAULT_PEER_TIMEOUT_MS),
+            hot_max_memory,
+            hot_auto_threshold: args
+                .hot_auto_threshold
+                .or(file.hot_auto_threshold)
+                .unwrap_or(DEFAULT_HOT_AUTO_THRESHOLD),
+            hot_auto_ttl_ms: args
+                .hot_auto_ttl_ms
+                .or(file.hot_auto_ttl_ms)
+                .unwrap_or(DEFAULT_HOT_AUTO_TTL_MS),
+            origin_url,
+            origin,
+            origin_ttl_secs: args
+                .origin_ttl
+                .or(file.origin_ttl)
+                .unwrap_or(DEFAULT_ORIGIN_TTL_SECS),
+            negative_ttl_secs: args.negative_ttl.or(file.negative_ttl).unwrap_or(0),
+            origin_timeout_ms: args
+                .origin_timeout_ms
+                .or(file.origin_timeout_ms)
+                .unwrap_or(DEFAULT_ORIGIN_TIMEOUT_MS),
+            origin_concurrency: args
+                .origin_concurrency
+                .or(file.origin_concurrency)
+                .unwrap_or(DEFAULT_ORIGIN_CONCURRENCY),
             cpus,
             pin: !(args.no_pin || file.no_pin.unwrap_or(false)),
             max_memory,
@@ -462,6 +594,30 @@ impl Config {
                 "--idle-timeout/--header-timeout",
                 "must be at least 1 second",
             ));
+        }
+        if self.hot_max_memory >= self.max_memory {
+            return Err(invalid(
+                "--hot-max-memory",
+                format!(
+                    "{} bytes leaves nothing of --max-memory ({} bytes) for the cache itself",
+                    self.hot_max_memory, self.max_memory
+                ),
+            ));
+        }
+        if self.hot_auto_ttl_ms == 0 {
+            return Err(invalid("--hot-auto-ttl-ms", "must be at least 1 ms"));
+        }
+        if self.origin_ttl_secs > MAX_TTL_SECONDS || self.negative_ttl_secs > MAX_TTL_SECONDS {
+            return Err(invalid(
+                "--origin-ttl/--negative-ttl",
+                format!("must be at most {MAX_TTL_SECONDS} seconds (three days)"),
+            ));
+        }
+        if self.origin_timeout_ms == 0 || self.origin_timeout_ms > 60_000 {
+            return Err(invalid("--origin-timeout-ms", "must be 1 to 60000 ms"));
+        }
+        if self.origin_concurrency == 0 || self.origin_concurrency > 65_536 {
+            return Err(invalid("--origin-concurrency", "must be 1 to 65536"));
         }
         // A shard smaller than the largest entry is allowed (such writes
         // get 413), but a shard that cannot hold anything is a mistake.

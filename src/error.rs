@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use crate::control::ControlError;
 use crate::grpc::status::Code;
+use crate::ops::Reply;
 
 /// Why a client request was refused. Each variant names what was wrong so the
 /// one-line body tells the client how to fix it.
@@ -47,6 +48,15 @@ pub enum ApiError {
     Draining,
     #[error("owner node {peer} is unavailable: {reason}")]
     OwnerUnavailable { peer: String, reason: String },
+    /// The read-through origin failed (error status, timeout, unreachable).
+    #[error("origin failed: {0}")]
+    Origin(String),
+    /// A write to a key with hot copies reached the owner, but a live node's
+    /// copy could not be updated, so the write is not acknowledged.
+    #[error(
+        "write stored on the owner, but the hot copy on node {peer} was not updated: {reason}"
+    )]
+    ReplicaNotUpdated { peer: String, reason: String },
     #[error("{0}")]
     PeerNotFound(String),
     #[error("membership change failed: {0}")]
@@ -68,8 +78,10 @@ impl ApiError {
             ApiError::HeadTooLarge { .. } => 431,
             ApiError::NoRoute(_) | ApiError::PeerNotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::Origin(_) => 502,
             ApiError::Draining
             | ApiError::OwnerUnavailable { .. }
+            | ApiError::ReplicaNotUpdated { .. }
             | ApiError::ControlUnavailable(_) => 503,
             ApiError::Internal(_) => 500,
         }
@@ -90,6 +102,8 @@ impl ApiError {
             ApiError::PeerNotFound(_) => Code::NotFound,
             ApiError::Draining
             | ApiError::OwnerUnavailable { .. }
+            | ApiError::ReplicaNotUpdated { .. }
+            | ApiError::Origin(_)
             | ApiError::ControlUnavailable(_) => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,
         }
@@ -119,6 +133,25 @@ impl ApiError {
         ApiError::InvalidField {
             field,
             reason: reason.into(),
+        }
+    }
+}
+
+impl ApiError {
+    /// The error a core's reply stands for, `None` for replies that are
+    /// answers rather than failures.
+    pub fn from_reply(reply: Reply) -> Option<ApiError> {
+        match reply {
+            Reply::TooLarge(reason) => Some(ApiError::EntryTooLarge(reason)),
+            Reply::Unavailable => Some(ApiError::Draining),
+            Reply::OwnerUnavailable { peer, reason } => {
+                Some(ApiError::OwnerUnavailable { peer, reason })
+            }
+            Reply::OriginFailed(reason) => Some(ApiError::Origin(reason)),
+            Reply::ReplicaNotUpdated { peer, reason } => {
+                Some(ApiError::ReplicaNotUpdated { peer, reason })
+            }
+            Reply::Value(_) | Reply::Stored | Reply::Deleted(_) | Reply::Snapshot(_) => None,
         }
     }
 }

@@ -22,10 +22,14 @@ pub mod control;
 pub mod error;
 /// The gRPC wire format (framing, statuses, timeouts, Cache messages); no I/O.
 pub mod grpc;
+/// Hot copies, singleflight and per-key update order: the pure bookkeeping.
+pub mod hot;
 /// Per-core counters merged at scrape into Prometheus text.
 pub mod metrics;
 /// The messages that cross cores.
 pub mod ops;
+/// Read-through origin: the HTTP client a key's owner loads misses with.
+pub mod origin;
 /// Per-core gRPC clients to other nodes, over h2 on glommio.
 pub mod peer;
 /// Where a key lives: node ring and core hash (pure).

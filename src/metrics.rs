@@ -103,6 +103,78 @@ impl PeerOutcome {
     }
 }
 
+/// Which kind of copy landed in this node's hot tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyKind {
+    /// Pushed by the owner of a key written with `hot=true`.
+    Replica,
+    /// Kept by this node after forwarding many reads for the key.
+    Auto,
+}
+
+/// How an origin request ended, as a bounded label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginResult {
+    Found,
+    NotFound,
+    Error,
+    Timeout,
+}
+
+impl OriginResult {
+    const ALL: [OriginResult; 4] = [
+        OriginResult::Found,
+        OriginResult::NotFound,
+        OriginResult::Error,
+        OriginResult::Timeout,
+    ];
+    fn label(self) -> &'static str {
+        match self {
+            OriginResult::Found => "found",
+            OriginResult::NotFound => "not_found",
+            OriginResult::Error => "error",
+            OriginResult::Timeout => "timeout",
+        }
+    }
+}
+
+/// How one replica update an owner sent ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaOutcome {
+    Ok,
+    /// Timed out, unreachable or refused by a node that may be alive.
+    Failed,
+    /// The node's port refused the connection: it is down and holds no copy.
+    NodeDown,
+}
+
+const REPLICA_OUTCOMES: [&str; 3] = ["ok", "failed", "node_down"];
+
+/// Counters of the hot tier, singleflight and the read-through origin.
+#[derive(Debug, Default)]
+struct TierCounters {
+    /// Indexed by `CopyKind as usize`.
+    copies: [Cell<u64>; 2],
+    /// `[put, remove] x ReplicaOutcome` replica updates this core sent.
+    replica_updates: [[Cell<u64>; 3]; 2],
+    singleflight_shared: Cell<u64>,
+    /// Indexed like `OriginResult::ALL`.
+    origin: [Cell<u64>; 4],
+    negative_hits: Cell<u64>,
+}
+
+/// [`TierCounters`] at one instant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TierSnapshot {
+    /// Stats of the hot tier's own shard.
+    pub hot: ShardStats,
+    pub copies: [u64; 2],
+    pub replica_updates: [[u64; 3]; 2],
+    pub singleflight_shared: u64,
+    pub origin: [u64; 4],
+    pub negative_hits: u64,
+}
+
 /// Latency histogram counts: non-cumulative buckets (last is +Inf) and sum.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LatencyCounts {
@@ -145,6 +217,7 @@ pub struct CoreMetrics {
     cross_core: Cell<u64>,
     connections_active: Cell<u64>,
     connections_total: Cell<u64>,
+    tiers: TierCounters,
 }
 
 impl Default for CoreMetrics {
@@ -159,6 +232,7 @@ impl Default for CoreMetrics {
             cross_core: Cell::new(0),
             connections_active: Cell::new(0),
             connections_total: Cell::new(0),
+            tiers: TierCounters::default(),
         }
     }
 }
@@ -203,6 +277,31 @@ impl CoreMetrics {
         bump(&self.cross_core, 1);
     }
 
+    pub fn record_copy(&self, kind: CopyKind) {
+        bump(&self.tiers.copies[kind as usize], 1);
+    }
+
+    /// A replica update this core sent as the key's owner.
+    pub fn record_replica_update(&self, remove: bool, outcome: ReplicaOutcome) {
+        bump(
+            &self.tiers.replica_updates[usize::from(remove)][outcome as usize],
+            1,
+        );
+    }
+
+    /// A request that waited for a load another request had started.
+    pub fn record_singleflight_shared(&self) {
+        bump(&self.tiers.singleflight_shared, 1);
+    }
+
+    pub fn record_origin(&self, result: OriginResult) {
+        bump(&self.tiers.origin[result as usize], 1);
+    }
+
+    pub fn record_negative_hit(&self) {
+        bump(&self.tiers.negative_hits, 1);
+    }
+
     pub fn connection_opened(&self) {
         bump(&self.connections_total, 1);
         bump(&self.connections_active, 1);
@@ -243,6 +342,26 @@ impl CoreMetrics {
                 .map(|((peer, op), counts)| (peer.to_string(), *op, counts.clone()))
                 .collect(),
             ring_members: self.ring_members.get(),
+            tiers: TierSnapshot::default(),
+        }
+    }
+
+    /// The tier counters, with the hot tier's shard stats (which the caller
+    /// owns) attached.
+    pub fn tier_snapshot(&self, hot: ShardStats) -> TierSnapshot {
+        let t = &self.tiers;
+        TierSnapshot {
+            hot,
+            copies: [t.copies[0].get(), t.copies[1].get()],
+            replica_updates: [0, 1].map(|op| [0, 1, 2].map(|o| t.replica_updates[op][o].get())),
+            singleflight_shared: t.singleflight_shared.get(),
+            origin: [
+                t.origin[0].get(),
+                t.origin[1].get(),
+                t.origin[2].get(),
+                t.origin[3].get(),
+            ],
+            negative_hits: t.negative_hits.get(),
         }
     }
 }
@@ -260,6 +379,7 @@ pub struct CoreSnapshot {
     pub peer_requests: Vec<(String, OpKind, PeerOutcome, u64)>,
     pub peer_latency: Vec<(String, OpKind, LatencyCounts)>,
     pub ring_members: u64,
+    pub tiers: TierSnapshot,
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -401,7 +521,7 @@ pub fn render(cores: &[(ShardStats, CoreSnapshot)]) -> String {
     ));
     let c = MetricType::COUNTER;
     let g = MetricType::GAUGE;
-    let specs: [PerCoreSpec; 10] = [
+    let specs: [PerCoreSpec; 17] = [
         (
             "nexuscache_cache_size_bytes",
             "Bytes charged to cached entries (key + value + per-entry overhead).",
@@ -462,10 +582,53 @@ pub fn render(cores: &[(ShardStats, CoreSnapshot)]) -> String {
             c,
             |_, m| m.connections_total,
         ),
+        (
+            "nexuscache_hot_items",
+            "Copies of other nodes' hot keys held in this core's hot tier.",
+            g,
+            |_, m| m.tiers.hot.items,
+        ),
+        (
+            "nexuscache_hot_size_bytes",
+            "Bytes charged to the hot tier (key + value + per-entry overhead).",
+            g,
+            |_, m| m.tiers.hot.bytes,
+        ),
+        (
+            "nexuscache_hot_capacity_bytes",
+            "Byte budget of the core's hot tier (--hot-max-memory divided by cores).",
+            g,
+            |_, m| m.tiers.hot.capacity_bytes,
+        ),
+        (
+            "nexuscache_hot_hits_total",
+            "Reads of keys owned elsewhere answered from the hot tier, without a peer request.",
+            c,
+            |_, m| m.tiers.hot.hits,
+        ),
+        (
+            "nexuscache_hot_misses_total",
+            "Reads of keys owned elsewhere that the hot tier did not have.",
+            c,
+            |_, m| m.tiers.hot.misses,
+        ),
+        (
+            "nexuscache_singleflight_shared_total",
+            "Reads that waited for a load (peer or origin) another read of the same key had started.",
+            c,
+            |_, m| m.tiers.singleflight_shared,
+        ),
+        (
+            "nexuscache_negative_hits_total",
+            "Reads answered 404 from a remembered origin 404 (--negative-ttl).",
+            c,
+            |_, m| m.tiers.negative_hits,
+        ),
     ];
     for (name, help, kind, value) in specs {
         families.push(per_core(name, help, kind, cores, value));
     }
+    families.extend(tier_families(cores));
     let mut peer_requests = Vec::new();
     let mut peer_latency = Vec::new();
     for (_, snap) in cores {
@@ -540,6 +703,58 @@ pub fn render(cores: &[(ShardStats, CoreSnapshot)]) -> String {
         return format!("# metrics encoding failed: {e}\n");
     }
     String::from_utf8(out).unwrap_or_else(|_| "# metrics were not UTF-8\n".to_string())
+}
+
+/// The labelled hot-tier and origin counters.
+fn tier_families(cores: &[(ShardStats, CoreSnapshot)]) -> Vec<MetricFamily> {
+    let mut copies = Vec::new();
+    let mut updates = Vec::new();
+    let mut origin = Vec::new();
+    for (_, snap) in cores {
+        let core = snap.core.to_string();
+        let t = &snap.tiers;
+        for (kind, n) in ["replica", "auto"].iter().zip(t.copies) {
+            copies.push(counter(vec![label("core", &core), label("kind", kind)], n));
+        }
+        for (op, row) in ["put", "remove"].iter().zip(t.replica_updates) {
+            for (status, n) in REPLICA_OUTCOMES.iter().zip(row) {
+                updates.push(counter(
+                    vec![
+                        label("core", &core),
+                        label("op", op),
+                        label("status", status),
+                    ],
+                    n,
+                ));
+            }
+        }
+        for (result, n) in OriginResult::ALL.iter().zip(t.origin) {
+            origin.push(counter(
+                vec![label("core", &core), label("result", result.label())],
+                n,
+            ));
+        }
+    }
+    vec![
+        family(
+            "nexuscache_hot_copies_total",
+            "Copies stored in this node's hot tier: pushed by a key's owner (replica) or kept after repeated forwarded reads (auto).",
+            MetricType::COUNTER,
+            copies,
+        ),
+        family(
+            "nexuscache_replica_updates_total",
+            "Hot-copy updates this node sent to other nodes as a key's owner, by operation and outcome.",
+            MetricType::COUNTER,
+            updates,
+        ),
+        family(
+            "nexuscache_origin_requests_total",
+            "Requests to the read-through origin, by result.",
+            MetricType::COUNTER,
+            origin,
+        ),
+    ]
 }
 
 /// Process-wide resident memory and CPU, read from /proc at scrape time.

@@ -2,11 +2,12 @@
 //! [`Reply`] it produces.
 //!
 //! Everything here is `Send` plain data. A front end turns a request into an
-//! `Op`; whichever core owns the key executes it against its own shard and
-//! sends back a `Reply`. Values are `Bytes`, so a reply hands over a
-//! reference-counted buffer instead of copying the value between cores.
+//! `Op`; the key's home core (the same core on every node: `core_of(key)`)
+//! runs it and sends back a `Reply`. Values are `Bytes`, so a reply hands
+//! over a reference-counted buffer instead of copying the value between
+//! cores.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -18,6 +19,9 @@ use crate::store::ShardStats;
 pub enum Op {
     Get {
         key: Box<[u8]>,
+        /// The asking node will keep a copy in its hot tier (set only on
+        /// forwarded reads): the owner must invalidate it on the next write.
+        keep_copy: bool,
     },
     Set {
         key: Box<[u8]>,
@@ -29,24 +33,71 @@ pub enum Op {
     Delete {
         key: Box<[u8]>,
     },
+    /// From the key's owner: store or drop this node's hot-tier copy.
+    Replicate {
+        key: Box<[u8]>,
+        update: ReplicaUpdate,
+    },
     /// Report this core's shard statistics and request counters (for /metrics).
     Snapshot,
 }
 
 impl Op {
+    /// A plain read of `key`.
+    pub fn get(key: Box<[u8]>) -> Op {
+        Op::Get {
+            key,
+            keep_copy: false,
+        }
+    }
+
     /// The key the op is routed by; `None` for ops addressed to a core.
     pub fn key(&self) -> Option<&[u8]> {
         match self {
-            Op::Get { key } | Op::Set { key, .. } | Op::Delete { key } => Some(key),
+            Op::Get { key, .. }
+            | Op::Set { key, .. }
+            | Op::Delete { key }
+            | Op::Replicate { key, .. } => Some(key),
             Op::Snapshot => None,
         }
     }
 }
 
+/// What an owner tells a node to do with its hot-tier copy of a key.
+#[derive(Debug, Clone)]
+pub enum ReplicaUpdate {
+    Put {
+        value: Bytes,
+        /// `None`: never expires.
+        expires_at: Option<Instant>,
+    },
+    Remove,
+}
+
+/// Where an op may run. A request from a client is routed by the ring; a
+/// request another node forwarded (or an owner's replica update) runs on
+/// this node whatever this node's ring says, so it never bounces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Cluster,
+    Node,
+}
+
+/// A found value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub value: Bytes,
+    /// Written with `hot=true`.
+    pub hot: bool,
+    /// `None`: never expires.
+    pub expires_at: Option<Instant>,
+}
+
 #[derive(Debug)]
 pub enum Reply {
-    /// Result of `Get`: the value and whether it was written as hot.
-    Value(Option<(Bytes, bool)>),
+    /// Result of `Get`.
+    Value(Option<Hit>),
+    /// Result of `Set` and `Replicate`.
     Stored,
     /// Result of `Delete`: whether a live entry was removed.
     Deleted(bool),
@@ -57,6 +108,15 @@ pub enum Reply {
     Unavailable,
     /// The key's owner node could not be reached or failed the request.
     OwnerUnavailable {
+        peer: String,
+        reason: String,
+    },
+    /// A miss could not be loaded: the origin failed, timed out or was
+    /// unreachable (here or on the owner). Nothing was cached.
+    OriginFailed(String),
+    /// The write is stored on the owner but the hot-tier copy on `peer`
+    /// could not be updated, so it is not acknowledged.
+    ReplicaNotUpdated {
         peer: String,
         reason: String,
     },

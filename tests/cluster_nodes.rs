@@ -59,6 +59,7 @@ fn grpc_get(key: &str) -> GetRequest {
     GetRequest {
         key: key.as_bytes().to_vec(),
         forwarded: false,
+        keep_copy: false,
     }
 }
 

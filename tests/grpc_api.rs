@@ -52,6 +52,7 @@ fn get(key: &[u8]) -> GetRequest {
     GetRequest {
         key: key.to_vec(),
         forwarded: false,
+        keep_copy: false,
     }
 }
 

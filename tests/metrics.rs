@@ -195,11 +195,16 @@ fn every_family_with_labels_and_types() {
             "no requests_total series for op={op} after exercising it"
         );
     }
-    // Capacity: default 256 MiB split evenly over 2 cores.
+    // Capacity: default 256 MiB, of which the hot tier takes 1/8, split
+    // evenly over 2 cores.
     for core in ["0", "1"] {
         assert_eq!(
             m.sum("nexuscache_cache_capacity_bytes", &[("core", core)]),
-            134_217_728.0
+            117_440_512.0
+        );
+        assert_eq!(
+            m.sum("nexuscache_hot_capacity_bytes", &[("core", core)]),
+            16_777_216.0
         );
     }
 }

@@ -317,7 +317,12 @@ fn max_memory_1mib_with_default_value_limit_starts() {
     let n = Node::start(&["--max-memory", "1MiB"]);
     let _g = n.log_on_panic();
     let m = n.metrics();
-    assert_eq!(m.sum("nexuscache_cache_capacity_bytes", &[]), 1_048_576.0);
+    // The hot tier's default eighth is part of --max-memory, not added to it.
+    assert_eq!(
+        m.sum("nexuscache_cache_capacity_bytes", &[]) + m.sum("nexuscache_hot_capacity_bytes", &[]),
+        1_048_576.0
+    );
+    assert_eq!(m.sum("nexuscache_hot_capacity_bytes", &[]), 131_072.0);
 }
 
 /// Eviction under `--max-memory 1MiB --cores 2`. `--max-value-bytes 64KiB`
@@ -354,7 +359,8 @@ fn lru_eviction_under_max_memory() {
     }
     let m = n.metrics();
     let size = m.sum("nexuscache_cache_size_bytes", &[]);
-    let cap = m.sum("nexuscache_cache_capacity_bytes", &[]);
+    let cap =
+        m.sum("nexuscache_cache_capacity_bytes", &[]) + m.sum("nexuscache_hot_capacity_bytes", &[]);
     let items = m.sum("nexuscache_cache_items", &[]);
     let evictions = m.sum("nexuscache_evictions_total", &[]);
     assert!(
@@ -363,15 +369,16 @@ fn lru_eviction_under_max_memory() {
     );
     assert!(
         (1_048_576.0 - 2.0..=1_048_576.0).contains(&cap),
-        "capacity summed over cores should be 1 MiB, is {cap}"
+        "cache plus hot-tier capacity summed over cores should be 1 MiB, is {cap}"
     );
     for core in ["0", "1"] {
         let s = m.sum("nexuscache_cache_size_bytes", &[("core", core)]);
         let c = m.sum("nexuscache_cache_capacity_bytes", &[("core", core)]);
         assert!(s <= c, "core {core}: size {s} > capacity {c}");
         assert_eq!(
-            c, 524_288.0,
-            "core {core}: capacity is max-memory split evenly"
+            c,
+            (1_048_576.0 - 131_072.0) / 2.0,
+            "core {core}: capacity is max-memory minus the default hot tier (1/8), split evenly"
         );
     }
     assert!(

@@ -390,14 +390,14 @@ pub(crate) mod testing {
                 .expect("static control thread");
         let client = control.client();
         control.shutdown();
-        Rc::new(Core::new(
+        Core::new(
             0,
             Arc::new(config),
             Arc::new(Lifecycle::default()),
             senders,
             board,
             client,
-        ))
+        )
     }
 
     /// A gRPC server for `core` on 127.0.0.1, counting connections and able
@@ -570,14 +570,17 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(
-                peer.get(b"k").await.unwrap(),
+                peer.get(b"k").await.unwrap().map(|h| (h.value, h.hot)),
                 Some((Bytes::from_static(b"v1"), true))
             );
             // A value far over the initial 64 KiB window and the direct-send
             // size takes the flow-controlled path both ways.
             let big = Bytes::from((0..700_000u32).map(|i| i as u8).collect::<Vec<_>>());
             peer.set(b"big", big.clone(), 60, false).await.unwrap();
-            assert_eq!(peer.get(b"big").await.unwrap(), Some((big, false)));
+            assert_eq!(
+                peer.get(b"big").await.unwrap().map(|h| (h.value, h.hot)),
+                Some((big, false))
+            );
             assert!(peer.delete(b"k").await.unwrap());
             assert!(!peer.delete(b"k").await.unwrap());
             assert_eq!(peer.get(b"k").await.unwrap(), None);
@@ -640,6 +643,7 @@ mod tests {
                 &proto::GetRequest {
                     key: b"k".to_vec(),
                     forwarded: false,
+                    keep_copy: false,
                 }
                 .encode_to_vec(),
             );
@@ -758,6 +762,7 @@ mod tests {
                 &proto::GetRequest {
                     key: b"k".to_vec(),
                     forwarded: false,
+                    keep_copy: false,
                 }
                 .encode_to_vec(),
             );
@@ -813,6 +818,7 @@ mod tests {
             let get = |key: &[u8]| proto::GetRequest {
                 key: key.to_vec(),
                 forwarded: false,
+                keep_copy: false,
             };
             c.set(set(b"k", b"v".to_vec())).await.expect("set");
             let hit = c.get(get(b"k")).await.expect("get").into_inner();

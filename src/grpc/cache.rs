@@ -10,7 +10,7 @@
 //! encoders write fields in tag order and skip defaults, exactly as prost
 //! does, which the tests check byte for byte against the generated types.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
@@ -19,11 +19,13 @@ use prost::Message;
 use super::frame::{prefix, PREFIX_LEN};
 use crate::api::http::route::{Limits, MAX_TTL_SECONDS};
 use crate::error::ApiError;
-use crate::ops::{Op, Reply};
+use crate::ops::{Hit, Op, ReplicaUpdate, Reply};
 use crate::proto::{DeleteRequest, GetRequest};
 
 /// Fully qualified service name, as in request paths.
 pub const SERVICE: &str = "nexuscache.v1.Cache";
+/// The node-to-node service (replica updates).
+pub const PEER_SERVICE: &str = "nexuscache.v1.Peer";
 /// Room for the non-value fields of a request on top of the key and value
 /// limits.
 pub const MESSAGE_OVERHEAD: usize = 1024;
@@ -37,10 +39,12 @@ pub enum Method {
     Get,
     Set,
     Delete,
+    /// `nexuscache.v1.Peer/Replicate`: node to node only.
+    Replicate,
 }
 
 impl Method {
-    pub const ALL: [Method; 3] = [Method::Get, Method::Set, Method::Delete];
+    pub const ALL: [Method; 4] = [Method::Get, Method::Set, Method::Delete, Method::Replicate];
 
     /// The method a request path names, `None` for anything else.
     pub fn from_path(path: &str) -> Option<Method> {
@@ -48,6 +52,7 @@ impl Method {
             "/nexuscache.v1.Cache/Get" => Some(Method::Get),
             "/nexuscache.v1.Cache/Set" => Some(Method::Set),
             "/nexuscache.v1.Cache/Delete" => Some(Method::Delete),
+            "/nexuscache.v1.Peer/Replicate" => Some(Method::Replicate),
             _ => None,
         }
     }
@@ -58,6 +63,15 @@ impl Method {
             Method::Get => "/nexuscache.v1.Cache/Get",
             Method::Set => "/nexuscache.v1.Cache/Set",
             Method::Delete => "/nexuscache.v1.Cache/Delete",
+            Method::Replicate => "/nexuscache.v1.Peer/Replicate",
+        }
+    }
+
+    /// The service the method belongs to.
+    pub fn service(self) -> &'static str {
+        match self {
+            Method::Replicate => PEER_SERVICE,
+            _ => SERVICE,
         }
     }
 
@@ -66,6 +80,7 @@ impl Method {
             Method::Get => "Get",
             Method::Set => "Set",
             Method::Delete => "Delete",
+            Method::Replicate => "Replicate",
         }
     }
 }
@@ -111,6 +126,42 @@ struct GetResponseBytes {
     value: Bytes,
     #[prost(bool, tag = "3")]
     hot: bool,
+    #[prost(uint64, tag = "4")]
+    expires_in_ms: u64,
+}
+
+/// `ReplicateRequest` with the value as `Bytes`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReplicateRequestBytes {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(bool, tag = "2")]
+    remove: bool,
+    #[prost(bytes = "bytes", tag = "3")]
+    value: Bytes,
+    #[prost(uint64, tag = "4")]
+    expires_in_ms: u64,
+}
+
+/// Milliseconds from `now` until `expires_at`, rounded up so a copy never
+/// outlives its original; 0 (the wire's "never") only for `None`.
+pub fn expires_in_ms(expires_at: Option<Instant>, now: Instant) -> u64 {
+    match expires_at {
+        None => 0,
+        Some(at) => {
+            let left = at.saturating_duration_since(now);
+            let ms = left.as_millis() + u128::from(left.subsec_nanos() % 1_000_000 > 0);
+            u64::try_from(ms).unwrap_or(u64::MAX).max(1)
+        }
+    }
+}
+
+/// The inverse of [`expires_in_ms`] on the receiving node.
+pub fn expires_at(expires_in_ms: u64, now: Instant) -> Option<Instant> {
+    (expires_in_ms > 0).then(|| {
+        now.checked_add(Duration::from_millis(expires_in_ms))
+            .unwrap_or(now + Duration::from_secs(MAX_TTL_SECONDS))
+    })
 }
 
 /// Decodes the message of a `method` call and checks it against `limits`.
@@ -128,6 +179,7 @@ pub fn decode_request(
             Ok(CallRequest {
                 op: Op::Get {
                     key: checked_key(req.key, limits)?,
+                    keep_copy: req.forwarded && req.keep_copy,
                 },
                 forwarded: req.forwarded,
             })
@@ -170,6 +222,30 @@ pub fn decode_request(
                 forwarded: req.forwarded,
             })
         }
+        Method::Replicate => {
+            let req = ReplicateRequestBytes::decode(message).map_err(malformed)?;
+            let key = checked_key(req.key, limits)?;
+            let update = if req.remove {
+                ReplicaUpdate::Remove
+            } else {
+                let len = req.value.len() as u64;
+                if len > limits.max_value_bytes {
+                    return Err(ApiError::ValueTooLarge {
+                        len,
+                        limit: limits.max_value_bytes,
+                    });
+                }
+                ReplicaUpdate::Put {
+                    value: req.value,
+                    expires_at: expires_at(req.expires_in_ms, Instant::now()),
+                }
+            };
+            // Only an owner sends it, about a key it owns: always node scope.
+            Ok(CallRequest {
+                op: Op::Replicate { key, update },
+                forwarded: true,
+            })
+        }
     }
 }
 
@@ -191,31 +267,49 @@ fn checked_key(key: Vec<u8>, limits: &Limits) -> Result<Box<[u8]>, ApiError> {
 /// error to answer with instead.
 pub fn encode_reply(method: Method, reply: Reply) -> Result<FramedMessage, ApiError> {
     match (method, reply) {
-        (Method::Get, Reply::Value(Some((value, hot)))) => Ok(encode_fields(&[
+        (Method::Get, Reply::Value(Some(hit))) => Ok(encode_fields(&[
             Field::Varint(1, 1),
-            Field::Bytes(2, &value),
-            Field::Varint(3, u64::from(hot)),
+            Field::Bytes(2, &hit.value),
+            Field::Varint(3, u64::from(hit.hot)),
+            Field::Varint(4, expires_in_ms(hit.expires_at, Instant::now())),
         ])),
         (Method::Get, Reply::Value(None)) => Ok(encode_fields(&[])),
-        (Method::Set, Reply::Stored) => Ok(encode_fields(&[])),
+        (Method::Set | Method::Replicate, Reply::Stored) => Ok(encode_fields(&[])),
         (Method::Delete, Reply::Deleted(deleted)) => {
             Ok(encode_fields(&[Field::Varint(1, u64::from(deleted))]))
         }
         (_, Reply::TooLarge(reason)) => Err(ApiError::EntryTooLarge(reason)),
         (_, Reply::Unavailable) => Err(ApiError::Draining),
-        (_, Reply::OwnerUnavailable { peer, reason }) => {
-            Err(ApiError::OwnerUnavailable { peer, reason })
-        }
-        (method, other) => Err(ApiError::Internal(format!(
-            "unexpected reply to {}: {other:?}",
-            method.name()
-        ))),
+        (method, other) => Err(ApiError::from_reply(other).unwrap_or_else(|| {
+            ApiError::Internal(format!("unexpected reply to {}", method.name()))
+        })),
     }
 }
 
 /// Client side: a framed `GetRequest`.
-pub fn encode_get_request(key: &[u8], forwarded: bool) -> FramedMessage {
-    encode_fields(&[Field::Slice(1, key), Field::Varint(2, u64::from(forwarded))])
+pub fn encode_get_request(key: &[u8], forwarded: bool, keep_copy: bool) -> FramedMessage {
+    encode_fields(&[
+        Field::Slice(1, key),
+        Field::Varint(2, u64::from(forwarded)),
+        Field::Varint(3, u64::from(keep_copy)),
+    ])
+}
+
+/// Client side: a framed `ReplicateRequest`; a large value is not copied.
+pub fn encode_replicate_request(key: &[u8], update: &ReplicaUpdate) -> FramedMessage {
+    match update {
+        ReplicaUpdate::Remove => encode_fields(&[Field::Slice(1, key), Field::Varint(2, 1)]),
+        ReplicaUpdate::Put { value, expires_at } => encode_fields(&[
+            Field::Slice(1, key),
+            Field::Bytes(3, value),
+            Field::Varint(4, expires_in_ms(*expires_at, Instant::now())),
+        ]),
+    }
+}
+
+/// Client side: a `ReplicateResponse` has no fields; this checks it parses.
+pub fn decode_replicate_response(message: Bytes) -> Result<(), prost::DecodeError> {
+    crate::proto::ReplicateResponse::decode(message).map(drop)
 }
 
 /// Client side: a framed `SetRequest`; a large value is not copied.
@@ -240,10 +334,15 @@ pub fn encode_delete_request(key: &[u8], forwarded: bool) -> FramedMessage {
     encode_fields(&[Field::Slice(1, key), Field::Varint(2, u64::from(forwarded))])
 }
 
-/// Client side: `Some((value, hot))` for a hit, `None` for a miss.
-pub fn decode_get_response(message: Bytes) -> Result<Option<(Bytes, bool)>, prost::DecodeError> {
+/// Client side: the hit (its expiry turned into this node's clock), or
+/// `None` for a miss.
+pub fn decode_get_response(message: Bytes) -> Result<Option<Hit>, prost::DecodeError> {
     let resp = GetResponseBytes::decode(message)?;
-    Ok(resp.found.then_some((resp.value, resp.hot)))
+    Ok(resp.found.then(|| Hit {
+        value: resp.value,
+        hot: resp.hot,
+        expires_at: expires_at(resp.expires_in_ms, Instant::now()),
+    }))
 }
 
 /// Client side: a `SetResponse` has no fields; this checks it parses.
@@ -374,6 +473,108 @@ mod tests {
         max_value_bytes: 16,
     };
 
+    fn hit(value: Bytes, hot: bool) -> Hit {
+        Hit {
+            value,
+            hot,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn expiry_travels_as_milliseconds_rounded_up() {
+        let now = Instant::now();
+        assert_eq!(expires_in_ms(None, now), 0);
+        assert_eq!(expires_in_ms(Some(now), now), 1);
+        assert_eq!(expires_in_ms(Some(now - Duration::from_secs(1)), now), 1);
+        assert_eq!(
+            expires_in_ms(Some(now + Duration::from_micros(1500)), now),
+            2
+        );
+        assert_eq!(expires_in_ms(Some(now + Duration::from_secs(3)), now), 3000);
+        assert_eq!(expires_at(0, now), None);
+        assert_eq!(expires_at(250, now), Some(now + Duration::from_millis(250)));
+        let later = now + Duration::from_secs(2);
+        let framed = encode_reply(
+            Method::Get,
+            Reply::Value(Some(Hit {
+                value: Bytes::from_static(b"v"),
+                hot: false,
+                expires_at: Some(later),
+            })),
+        )
+        .unwrap();
+        let back = decode_get_response(body(&framed)).unwrap().unwrap();
+        let at = back.expires_at.unwrap();
+        assert!(at >= later && at <= Instant::now() + Duration::from_millis(2001));
+    }
+
+    #[test]
+    fn replicate_requests_match_prost_and_decode_to_ops() {
+        use crate::grpc::status::Code;
+        let put = ReplicaUpdate::Put {
+            value: Bytes::from_static(b"val"),
+            expires_at: None,
+        };
+        let theirs = frame::encode(&proto::ReplicateRequest {
+            key: b"k".to_vec(),
+            remove: false,
+            value: b"val".to_vec(),
+            expires_in_ms: 0,
+        });
+        assert_eq!(encode_replicate_request(b"k", &put).to_bytes(), theirs);
+        let remove = encode_replicate_request(b"k", &ReplicaUpdate::Remove);
+        let request = decode_request(Method::Replicate, body(&remove), &LIMITS).unwrap();
+        assert!(request.forwarded);
+        assert!(matches!(
+            request.op,
+            Op::Replicate {
+                update: ReplicaUpdate::Remove,
+                ..
+            }
+        ));
+        let request = decode_request(Method::Replicate, body(&put_framed()), &LIMITS).unwrap();
+        match request.op {
+            Op::Replicate {
+                key,
+                update: ReplicaUpdate::Put { value, expires_at },
+            } => {
+                assert_eq!((&*key, &value[..]), (&b"k"[..], &b"val"[..]));
+                assert!(expires_at.is_some());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let too_big = encode_replicate_request(
+            b"k",
+            &ReplicaUpdate::Put {
+                value: Bytes::from(vec![0u8; 17]),
+                expires_at: None,
+            },
+        );
+        assert_eq!(
+            decode_request(Method::Replicate, body(&too_big), &LIMITS)
+                .unwrap_err()
+                .grpc_code(),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            encode_reply(Method::Replicate, Reply::Stored)
+                .unwrap()
+                .to_bytes(),
+            frame::encode(&proto::ReplicateResponse {})
+        );
+    }
+
+    fn put_framed() -> FramedMessage {
+        encode_replicate_request(
+            b"k",
+            &ReplicaUpdate::Put {
+                value: Bytes::from_static(b"val"),
+                expires_at: Some(Instant::now() + Duration::from_secs(5)),
+            },
+        )
+    }
+
     fn body(framed: &FramedMessage) -> Bytes {
         let all = framed.to_bytes();
         let mut d = frame::UnaryDecoder::new(usize::MAX);
@@ -385,7 +586,7 @@ mod tests {
     fn paths_round_trip() {
         for m in Method::ALL {
             assert_eq!(Method::from_path(m.path()), Some(m));
-            assert_eq!(m.path(), format!("/{SERVICE}/{}", m.name()));
+            assert_eq!(m.path(), format!("/{}/{}", m.service(), m.name()));
         }
         assert_eq!(Method::from_path("/nexuscache.v1.Cache/Nope"), None);
         assert_eq!(Method::from_path("/nexuscache.v1.Cache/get"), None);
@@ -417,11 +618,14 @@ mod tests {
             }
         }
         for fwd in [false, true] {
-            let theirs = frame::encode(&proto::GetRequest {
-                key: b"k".to_vec(),
-                forwarded: fwd,
-            });
-            assert_eq!(encode_get_request(b"k", fwd).to_bytes(), theirs);
+            for keep_copy in [false, true] {
+                let theirs = frame::encode(&proto::GetRequest {
+                    key: b"k".to_vec(),
+                    forwarded: fwd,
+                    keep_copy,
+                });
+                assert_eq!(encode_get_request(b"k", fwd, keep_copy).to_bytes(), theirs);
+            }
             let theirs = frame::encode(&proto::DeleteRequest {
                 key: b"k".to_vec(),
                 forwarded: fwd,
@@ -435,7 +639,7 @@ mod tests {
         let big = Bytes::from(vec![1u8; INLINE_VALUE_MAX * 2]);
         let framed = encode_set_request(b"k", &big, 0, false, true);
         assert!(framed.chunks().iter().any(|c| c.as_ptr() == big.as_ptr()));
-        let reply = encode_reply(Method::Get, Reply::Value(Some((big.clone(), false)))).unwrap();
+        let reply = encode_reply(Method::Get, Reply::Value(Some(hit(big.clone(), false)))).unwrap();
         assert!(reply.chunks().iter().any(|c| c.as_ptr() == big.as_ptr()));
         assert_eq!(framed.len(), framed.to_bytes().len());
     }
@@ -448,16 +652,18 @@ mod tests {
             (Bytes::new(), false),
             (big, false),
         ] {
-            let ours = encode_reply(Method::Get, Reply::Value(Some((value.clone(), hot)))).unwrap();
+            let ours =
+                encode_reply(Method::Get, Reply::Value(Some(hit(value.clone(), hot)))).unwrap();
             let theirs = frame::encode(&proto::GetResponse {
                 found: true,
                 value: value.to_vec(),
                 hot,
+                expires_in_ms: 0,
             });
             assert_eq!(ours.to_bytes(), theirs);
             assert_eq!(
                 decode_get_response(body(&ours)).unwrap(),
-                Some((value, hot))
+                Some(hit(value, hot))
             );
         }
         let miss = encode_reply(Method::Get, Reply::Value(None)).unwrap();
@@ -503,11 +709,12 @@ mod tests {
             &proto::GetRequest {
                 key: b"k".to_vec(),
                 forwarded: true,
+                keep_copy: false,
             },
         )
         .unwrap();
         assert!(req.forwarded);
-        assert!(matches!(req.op, Op::Get { ref key } if &key[..] == b"k"));
+        assert!(matches!(req.op, Op::Get { ref key, keep_copy: false } if &key[..] == b"k"));
 
         let req = decode(
             Method::Set,

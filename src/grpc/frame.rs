@@ -212,6 +212,7 @@ mod tests {
         let msg = crate::proto::GetRequest {
             key: b"k".to_vec(),
             forwarded: true,
+            keep_copy: false,
         };
         let framed = encode(&msg);
         assert_eq!(

@@ -21,7 +21,7 @@ use crate::grpc::cache::{self, FramedMessage, Method};
 use crate::grpc::io::TokioIo;
 use crate::grpc::status::{decode_message, Code};
 use crate::grpc::{timeout, CONTENT_TYPE as GRPC_CONTENT_TYPE};
-use crate::ops::{Op, Reply};
+use crate::ops::{Hit, Op, ReplicaUpdate, Reply};
 
 /// Per-stream receive window: a whole value of the default size limit
 /// arrives without waiting for a window update.
@@ -41,9 +41,10 @@ pub struct PeerClient {
 struct Inner {
     addr: SocketAddr,
     config: PeerConfig,
-    /// `http://addr/nexuscache.v1.Cache/{Get,Set,Delete}`, in `Method::ALL` order.
-    uris: [Uri; 3],
-    grpc_timeout: HeaderValue,
+    /// The URI of each method, in `Method::ALL` order.
+    uris: [Uri; 4],
+    /// `grpc-timeout` of each method, in `Method::ALL` order.
+    grpc_timeouts: [HeaderValue; 4],
     state: RefCell<State>,
     /// Held while connecting, so concurrent first requests make one
     /// connection, not one each.
@@ -61,7 +62,11 @@ enum State {
         generation: u64,
     },
     /// The last connect attempt failed: fail fast until `until`.
-    Broken { until: Instant, reason: String },
+    Broken {
+        until: Instant,
+        reason: String,
+        refused: bool,
+    },
 }
 
 /// How one exchange went wrong, which decides what happens to the connection.
@@ -73,6 +78,15 @@ enum Failure {
     Connection(h2::Error),
     /// An answer (or a protocol violation) that leaves the connection fine.
     Peer(PeerError),
+}
+
+/// How long a call of `method` may take.
+fn time_limit(config: &PeerConfig, method: Method) -> std::time::Duration {
+    match method {
+        Method::Get => config.read_timeout,
+        Method::Set | Method::Delete => config.write_timeout,
+        Method::Replicate => config.request_timeout,
+    }
 }
 
 impl PeerClient {
@@ -89,13 +103,16 @@ impl PeerClient {
                 // paths are constants.
                 .unwrap_or_default()
         };
-        let grpc_timeout = HeaderValue::from_str(&timeout::encode(config.request_timeout))
-            .unwrap_or_else(|_| HeaderValue::from_static("1S"));
+        let header = |limit| {
+            HeaderValue::from_str(&timeout::encode(limit))
+                .unwrap_or_else(|_| HeaderValue::from_static("1S"))
+        };
+        let grpc_timeouts = Method::ALL.map(|m| header(time_limit(&config, m)));
         PeerClient {
             inner: Rc::new(Inner {
                 addr,
                 uris: Method::ALL.map(uri),
-                grpc_timeout,
+                grpc_timeouts,
                 config,
                 state: RefCell::new(State::Idle),
                 connecting: tokio::sync::Mutex::new(()),
@@ -113,10 +130,16 @@ impl PeerClient {
         matches!(*self.inner.state.borrow(), State::Ready { .. })
     }
 
-    /// `Some((value, hot))` on a hit, `None` on a miss.
-    pub async fn get(&self, key: &[u8]) -> Result<Option<(Bytes, bool)>, PeerError> {
+    /// The hit, or `None` on a miss.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Hit>, PeerError> {
+        self.fetch(key, false).await
+    }
+
+    /// A read; `keep_copy` tells the owner this node will keep the answer
+    /// as a hot copy (so the owner invalidates it on the next write).
+    pub async fn fetch(&self, key: &[u8], keep_copy: bool) -> Result<Option<Hit>, PeerError> {
         let message = self
-            .call(Method::Get, cache::encode_get_request(key, true))
+            .call(Method::Get, cache::encode_get_request(key, true, keep_copy))
             .await?;
         cache::decode_get_response(message)
             .map_err(|e| self.protocol(format!("bad GetResponse: {e}")))
@@ -145,12 +168,24 @@ impl PeerClient {
             .map_err(|e| self.protocol(format!("bad DeleteResponse: {e}")))
     }
 
+    /// Stores or drops the peer's hot copy of `key`.
+    pub async fn replicate(&self, key: &[u8], update: &ReplicaUpdate) -> Result<(), PeerError> {
+        let message = self
+            .call(
+                Method::Replicate,
+                cache::encode_replicate_request(key, update),
+            )
+            .await?;
+        cache::decode_replicate_response(message)
+            .map_err(|e| self.protocol(format!("bad ReplicateResponse: {e}")))
+    }
+
     /// Runs a key op on the peer and answers as the owning core would have.
     /// A value the peer refuses as too large becomes `Reply::TooLarge`, like
     /// a local shard's refusal; every other failure is an error.
     pub async fn forward(&self, op: Op) -> Result<Reply, PeerError> {
         match op {
-            Op::Get { key } => self.get(&key).await.map(Reply::Value),
+            Op::Get { key, keep_copy } => self.fetch(&key, keep_copy).await.map(Reply::Value),
             Op::Set {
                 key,
                 value,
@@ -170,6 +205,9 @@ impl PeerClient {
                 }
             }
             Op::Delete { key } => self.delete(&key).await.map(Reply::Deleted),
+            Op::Replicate { key, update } => {
+                self.replicate(&key, &update).await.map(|()| Reply::Stored)
+            }
             Op::Snapshot => Err(PeerError::NotForwardable("Snapshot")),
         }
     }
@@ -177,7 +215,8 @@ impl PeerClient {
     /// One unary call: the response message, or why there is none.
     async fn call(&self, method: Method, message: FramedMessage) -> Result<Bytes, PeerError> {
         let mut retried = false;
-        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let limit = time_limit(&self.inner.config, method);
+        let deadline = Instant::now() + limit;
         loop {
             let (sender, generation) = self.connection().await?;
             let left = deadline.saturating_duration_since(Instant::now());
@@ -186,7 +225,7 @@ impl PeerClient {
                 Timer::new(left).await;
                 Err(Failure::Peer(PeerError::Timeout {
                     addr: self.inner.addr,
-                    after: self.inner.config.request_timeout,
+                    after: limit,
                 }))
             };
             match future::or(exchange, timer).await {
@@ -225,6 +264,7 @@ impl PeerClient {
                 *self.inner.state.borrow_mut() = State::Broken {
                     until: Instant::now() + self.inner.config.reconnect_backoff,
                     reason: e.to_string(),
+                    refused: e.peer_is_down(),
                 };
                 Err(e)
             }
@@ -242,6 +282,7 @@ impl PeerClient {
                     e => PeerError::Connect {
                         addr,
                         reason: e.to_string(),
+                        refused: e.kind() == std::io::ErrorKind::ConnectionRefused,
                     },
                 }
             })?;
@@ -255,6 +296,7 @@ impl PeerClient {
                 .map_err(|e| PeerError::Connect {
                     addr,
                     reason: format!("HTTP/2 handshake: {e}"),
+                    refused: false,
                 })
         };
         let timer = async {
@@ -356,7 +398,7 @@ impl PeerClient {
         let headers = request.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
         headers.insert(TE, HeaderValue::from_static("trailers"));
-        headers.insert("grpc-timeout", self.inner.grpc_timeout.clone());
+        headers.insert("grpc-timeout", self.inner.grpc_timeouts[index].clone());
         request
     }
 
@@ -418,13 +460,18 @@ impl Inner {
     fn current(&self) -> Result<Option<(SendRequest<Bytes>, u64)>, PeerError> {
         match &*self.state.borrow() {
             State::Ready { sender, generation } => Ok(Some((sender.clone(), *generation))),
-            State::Broken { until, reason } => {
+            State::Broken {
+                until,
+                reason,
+                refused,
+            } => {
                 let now = Instant::now();
                 if now < *until {
                     Err(PeerError::Backoff {
                         addr: self.addr,
                         reason: reason.clone(),
                         retry_in: *until - now,
+                        refused: *refused,
                     })
                 } else {
                     Ok(None)
@@ -461,6 +508,8 @@ mod tests {
         PeerConfig {
             connect_timeout: Duration::from_millis(200),
             request_timeout: Duration::from_millis(request_timeout_ms),
+            read_timeout: Duration::from_millis(request_timeout_ms),
+            write_timeout: Duration::from_millis(request_timeout_ms),
             reconnect_backoff: Duration::from_millis(backoff_ms),
             ..PeerConfig::default()
         }
@@ -488,7 +537,10 @@ mod tests {
                             .await
                             .unwrap();
                         assert_eq!(
-                            peer.get(key.as_bytes()).await.unwrap(),
+                            peer.get(key.as_bytes())
+                                .await
+                                .unwrap()
+                                .map(|h| (h.value, h.hot)),
                             Some((value, false))
                         );
                         done.set(done.get() + 1);
@@ -515,9 +567,14 @@ mod tests {
             let started = Instant::now();
             let first = peer.get(b"k").await;
             assert!(matches!(first, Err(PeerError::Connect { .. })), "{first:?}");
+            assert!(
+                first.unwrap_err().peer_is_down(),
+                "a closed port proves the peer down"
+            );
             for _ in 0..100 {
                 let next = peer.get(b"k").await;
                 assert!(matches!(next, Err(PeerError::Backoff { .. })), "{next:?}");
+                assert!(next.as_ref().unwrap_err().peer_is_down());
                 assert_eq!(next.unwrap_err().code(), Code::Unavailable);
             }
             assert!(started.elapsed() < Duration::from_millis(300));
@@ -602,7 +659,7 @@ mod tests {
             );
             // No backoff after a connection (not a connect) failed.
             assert_eq!(
-                peer.get(b"k").await.unwrap(),
+                peer.get(b"k").await.unwrap().map(|h| (h.value, h.hot)),
                 Some((Bytes::from_static(b"v"), false))
             );
             assert_eq!(server.accepted.get(), 2);
@@ -621,11 +678,9 @@ mod tests {
                 hot: true,
             };
             assert!(matches!(peer.forward(set).await, Ok(Reply::Stored)));
-            let get = Op::Get {
-                key: Box::from(&b"k"[..]),
-            };
+            let get = Op::get(Box::from(&b"k"[..]));
             match peer.forward(get).await {
-                Ok(Reply::Value(Some((v, hot)))) => assert!(v == "v" && hot),
+                Ok(Reply::Value(Some(hit))) => assert!(hit.value == "v" && hit.hot),
                 other => panic!("{other:?}"),
             }
             let delete = Op::Delete {

@@ -43,6 +43,11 @@ pub struct PeerConfig {
     /// Longest one request may take once a connection is there; also sent
     /// to the peer as `grpc-timeout`.
     pub request_timeout: Duration,
+    /// The same for reads, which may wait for the owner's origin load.
+    pub read_timeout: Duration,
+    /// The same for writes, which may wait for the owner's replica updates
+    /// (each bounded by `request_timeout`).
+    pub write_timeout: Duration,
     /// After a failed connect, requests fail at once for this long.
     pub reconnect_backoff: Duration,
     /// Largest response message accepted (a peer's values obey the same
@@ -55,6 +60,8 @@ impl Default for PeerConfig {
         PeerConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            read_timeout: DEFAULT_REQUEST_TIMEOUT,
+            write_timeout: DEFAULT_REQUEST_TIMEOUT,
             reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
             max_response_bytes: DEFAULT_MAX_VALUE_BYTES as usize
                 + DEFAULT_MAX_KEY_BYTES
@@ -67,7 +74,12 @@ impl Default for PeerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeerError {
     #[error("cannot connect to peer {addr}: {reason}")]
-    Connect { addr: SocketAddr, reason: String },
+    Connect {
+        addr: SocketAddr,
+        reason: String,
+        /// The peer's host answered that nothing listens on the port.
+        refused: bool,
+    },
     #[error("connecting to peer {addr} took over {after:?}")]
     ConnectTimeout { addr: SocketAddr, after: Duration },
     #[error("peer {addr} is unreachable ({reason}); next connect attempt in {retry_in:?}")]
@@ -75,6 +87,8 @@ pub enum PeerError {
         addr: SocketAddr,
         reason: String,
         retry_in: Duration,
+        /// The failed connect was refused (see [`PeerError::peer_is_down`]).
+        refused: bool,
     },
     #[error("peer {addr} did not answer within {after:?}")]
     Timeout { addr: SocketAddr, after: Duration },
@@ -93,6 +107,16 @@ pub enum PeerError {
 }
 
 impl PeerError {
+    /// The peer's port refused the connection: no process serves there, so
+    /// it holds no hot copies (a node that restarts starts empty). Unlike a
+    /// timeout, which may hide a live but unreachable node.
+    pub fn peer_is_down(&self) -> bool {
+        matches!(
+            self,
+            PeerError::Connect { refused: true, .. } | PeerError::Backoff { refused: true, .. }
+        )
+    }
+
     /// The gRPC code that best describes the failure: `Unavailable` when
     /// the peer cannot be reached, `DeadlineExceeded` when it was too slow,
     /// the peer's own code when it answered with one.
@@ -175,6 +199,7 @@ mod tests {
             addr,
             reason: "refused".into(),
             retry_in: Duration::from_millis(5),
+            refused: true,
         };
         assert_eq!(unreachable.code(), Code::Unavailable);
         let slow = PeerError::Timeout {

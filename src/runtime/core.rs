@@ -1,32 +1,47 @@
-//! One data core: its shard, its counters, its senders to the other cores,
-//! and the [`Core::call`] that runs an op wherever the key lives.
+//! One data core: its shard, hot tier and counters, its senders to the other
+//! cores, and the [`Core::call`] that runs an op wherever the key lives.
 //!
 //! A `Core` lives in an `Rc` on its own executor thread and is never shared
-//! with another thread; other cores reach its shard only by sending an
+//! with another thread; other cores reach it only by sending an
 //! [`Envelope`] through the channel mesh.
+//!
+//! Every op about a key runs on the key's home core (`core_of(key)`, the
+//! same core on every node), whether the key is owned here or elsewhere:
+//! that core alone holds the key's entry, its hot copy, its in-flight load
+//! and its replica-update queue, so all of them are plain single-threaded
+//! state. The read path is in `reads.rs`, the write and replica path in
+//! `replicas.rs`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::RawFd;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
 
+use super::reads::{Loaded, ReadWork};
+use super::replicas::WriteWork;
 use crate::api::http::route::Limits;
 use crate::config::Config;
 use crate::control::{ControlClient, RingBoard};
+use crate::hot::{AutoHot, Flights, KeyLocks};
 use crate::metrics::{CoreMetrics, CoreSnapshot, OpKind, PeerOutcome};
-use crate::ops::{Op, Reply};
+use crate::ops::{Op, Reply, Scope};
+use crate::origin::OriginClient;
 use crate::peer::{PeerConfig, PeerError, PeerPool, DEFAULT_RECONNECT_BACKOFF};
 use crate::routing::{core_of, NodeId, Ring};
 use crate::runtime::lifecycle::Lifecycle;
 use crate::store::{Shard, ShardStats, TtlJitter};
 
-fn peer_outcome(err: &PeerError) -> PeerOutcome {
+/// Most distinct remote keys the auto-hot detector tracks per core and
+/// second.
+const AUTO_HOT_TRACKED_KEYS: usize = 10_000;
+
+pub(super) fn peer_outcome(err: &PeerError) -> PeerOutcome {
     match err {
         PeerError::Connect { .. }
         | PeerError::ConnectTimeout { .. }
@@ -40,11 +55,21 @@ fn peer_outcome(err: &PeerError) -> PeerOutcome {
 /// connection (which moves it) and its core's reaper (which enforces it).
 pub type Deadline = Rc<Cell<Option<Instant>>>;
 
-/// An op on its way to the owning core, with the channel its reply takes back.
+/// An op on its way to the key's home core, with the channel its reply
+/// takes back.
 #[derive(Debug)]
 pub struct Envelope {
     pub op: Op,
+    pub scope: Scope,
     pub reply: oneshot::Sender<Reply>,
+}
+
+/// What the home core made of an op: answered at once, or work that needs
+/// the network (a peer, the origin, replica updates) and finishes later.
+pub enum Step {
+    Done(Reply),
+    Read(ReadWork),
+    Write(WriteWork),
 }
 
 /// This core's view of the cluster: an immutable ring snapshot plus what
@@ -54,10 +79,10 @@ pub struct RingView {
     pub version: u64,
     pub ring: Arc<Ring>,
     /// Resolved gRPC address of each member, in `ring.members()` order.
-    grpc_addrs: Vec<Option<SocketAddr>>,
-    names: Vec<NodeId>,
+    pub(super) grpc_addrs: Vec<Option<SocketAddr>>,
+    pub(super) names: Vec<NodeId>,
     /// Index of this node in the ring, if it is a member.
-    me: Option<usize>,
+    pub(super) me: Option<usize>,
 }
 
 impl RingView {
@@ -82,18 +107,31 @@ impl RingView {
 }
 
 pub struct Core {
+    /// This core's own `Rc`, for the tasks it spawns (loads, replica
+    /// updates) that must outlive the request that started them.
+    pub(super) this: Weak<Core>,
     pub id: usize,
     pub cores: usize,
     pub config: Arc<Config>,
     pub limits: Limits,
     pub metrics: CoreMetrics,
     pub lifecycle: Arc<Lifecycle>,
-    shard: RefCell<Shard>,
-    jitter: TtlJitter,
-    rng: RefCell<fastrand::Rng>,
+    pub(super) shard: RefCell<Shard>,
+    /// Copies of keys other nodes own: pushed replicas of hot keys and
+    /// automatic copies of keys read often through this node.
+    pub(super) hot: RefCell<Shard>,
+    pub(super) hot_enabled: bool,
+    /// Keys the origin answered 404 for, while `--negative-ttl` lasts.
+    pub(super) negative: RefCell<Shard>,
+    pub(super) auto_hot: RefCell<AutoHot>,
+    pub(super) flights: RefCell<Flights<Loaded>>,
+    pub(super) key_locks: RefCell<KeyLocks>,
+    pub(super) origin: Option<OriginClient>,
+    pub(super) jitter: TtlJitter,
+    pub(super) rng: RefCell<fastrand::Rng>,
     senders: Senders<Envelope>,
     /// Clients to other nodes, one connection per peer on this core.
-    peers: PeerPool,
+    pub(super) peers: PeerPool,
     board: Arc<RingBoard>,
     /// Asks the control thread to change membership (`/setpeer`).
     pub control: ControlClient,
@@ -117,7 +155,7 @@ impl Core {
         senders: Senders<Envelope>,
         board: Arc<RingBoard>,
         control: ControlClient,
-    ) -> Core {
+    ) -> Rc<Core> {
         let limits = Limits {
             max_key_bytes: config.max_key_bytes,
             max_value_bytes: config.max_value_bytes,
@@ -125,6 +163,9 @@ impl Core {
         let peers = PeerPool::new(PeerConfig {
             connect_timeout: config.peer_connect_timeout(),
             request_timeout: config.peer_timeout(),
+            read_timeout: config.peer_read_timeout(),
+            // The owner may wait up to one peer timeout for replica updates.
+            write_timeout: config.peer_timeout() * 2,
             reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
             max_response_bytes: crate::grpc::cache::max_message_bytes(&limits),
         });
@@ -133,7 +174,28 @@ impl Core {
         let view = RingView::new(version, ring, &config.node_name);
         let metrics = CoreMetrics::default();
         metrics.set_ring_members(view.ring.len());
-        Core {
+        let origin = config.origin.clone().map(|template| {
+            OriginClient::new(
+                template,
+                config.origin_timeout(),
+                config.origin_concurrency_per_core(),
+                config.max_value_bytes,
+            )
+        });
+        // The negative cache holds keys only: a small fraction suffices.
+        let negative_capacity = (config.shard_capacity() / 64).max(4096);
+        Rc::new_cyclic(|this| Core {
+            this: this.clone(),
+            hot: RefCell::new(Shard::new(config.hot_capacity())),
+            hot_enabled: config.hot_capacity() > 0,
+            negative: RefCell::new(Shard::new(negative_capacity)),
+            auto_hot: RefCell::new(AutoHot::new(
+                config.hot_auto_threshold,
+                AUTO_HOT_TRACKED_KEYS,
+            )),
+            flights: RefCell::new(Flights::default()),
+            key_locks: RefCell::new(KeyLocks::default()),
+            origin,
             peers,
             board,
             control,
@@ -143,7 +205,7 @@ impl Core {
             cores: config.cores(),
             limits,
             metrics,
-            shard: RefCell::new(Shard::new(config.shard_capacity())),
+            shard: RefCell::new(Shard::new(config.shard_capacity()).report_evicted_copies()),
             jitter: TtlJitter::new(config.ttl_jitter, config.ttl_jitter_max()),
             rng: RefCell::new(fastrand::Rng::new()),
             senders,
@@ -152,73 +214,129 @@ impl Core {
             next_connection: Cell::new(0),
             config,
             lifecycle,
-        }
+        })
     }
 
     /// Run `op` wherever its key lives: on the owner node (found on the
     /// ring), then on the owner core there.
     pub async fn call(&self, op: Op) -> Reply {
-        if let Some(key) = op.key() {
-            let view = self.ring.borrow().clone();
-            if let Some(owner) = view.ring.owner_index(key) {
-                if Some(owner) != view.me {
-                    return self.forward(&view, owner, op).await;
-                }
-            }
-        }
-        self.call_here(op).await
+        self.route(op, Scope::Cluster).await
     }
 
-    /// Run `op` on the core of this node that owns its key, whatever the
-    /// ring says (used for requests another node forwarded here).
+    /// Run `op` on this node, on the key's home core, whatever the ring
+    /// says (used for requests another node forwarded here).
     pub async fn call_here(&self, op: Op) -> Reply {
-        let owner = op.key().map_or(self.id, |k| core_of(k, self.cores));
-        if owner == self.id {
-            return self.execute(op);
+        self.route(op, Scope::Node).await
+    }
+
+    async fn route(&self, op: Op, scope: Scope) -> Reply {
+        let home = op.key().map_or(self.id, |k| core_of(k, self.cores));
+        if home == self.id {
+            return self.serve(op, scope).await;
         }
         self.metrics.record_cross_core();
-        self.send(owner, op).await
+        self.send(home, op, scope).await
     }
 
-    /// Send `op` to the node at `owner` over this core's connection to it.
-    /// A read that fails is answered as a miss (the cache is allowed to
-    /// forget); a write that fails must tell the client it did not happen.
-    async fn forward(&self, view: &RingView, owner: usize, op: Op) -> Reply {
+    /// Run an op whose home is this core, to the end.
+    pub async fn serve(&self, op: Op, scope: Scope) -> Reply {
+        match self.start(op, scope) {
+            Step::Done(reply) => reply,
+            Step::Read(work) => self.finish_read(work).await,
+            Step::Write(work) => self.finish_write(work).await,
+        }
+    }
+
+    /// Serve an op another core sent here: answered at once when possible,
+    /// otherwise in a task of its own, so the mesh receiver never waits on
+    /// the network.
+    pub fn serve_envelope(&self, envelope: Envelope) {
+        let Envelope { op, scope, reply } = envelope;
+        let work = match self.start(op, scope) {
+            Step::Done(answer) => {
+                let _ = reply.send(answer);
+                return;
+            }
+            work => work,
+        };
+        let Some(this) = self.this.upgrade() else {
+            let _ = reply.send(Reply::Unavailable);
+            return;
+        };
+        glommio::spawn_local(async move {
+            let answer = match work {
+                Step::Done(answer) => answer,
+                Step::Read(work) => this.finish_read(work).await,
+                Step::Write(work) => this.finish_write(work).await,
+            };
+            let _ = reply.send(answer);
+        })
+        .detach();
+    }
+
+    /// The first, synchronous part of serving an op on its home core.
+    fn start(&self, op: Op, scope: Scope) -> Step {
+        let now = Instant::now();
+        let remote = match scope {
+            Scope::Cluster => op.key().and_then(|key| self.remote_owner(key)),
+            Scope::Node => None,
+        };
+        match op {
+            Op::Snapshot => Step::Done(self.snapshot()),
+            Op::Replicate { key, update } => Step::Done(self.apply_replica(key, update, now)),
+            Op::Get { key, keep_copy } => match remote {
+                Some((view, owner)) => self.start_remote_get(key, view, owner, now),
+                None => self.start_owner_get(key, keep_copy, now),
+            },
+            Op::Set { .. } | Op::Delete { .. } => match remote {
+                Some((view, owner)) => self.start_remote_write(op, view, owner),
+                None => self.start_owner_write(op, now),
+            },
+        }
+    }
+
+    /// The ring view and the owner's index when another node owns `key`.
+    fn remote_owner(&self, key: &[u8]) -> Option<(Rc<RingView>, usize)> {
+        let view = self.ring.borrow().clone();
+        match view.ring.owner_index(key) {
+            Some(owner) if Some(owner) != view.me => Some((view, owner)),
+            _ => None,
+        }
+    }
+
+    /// Send `op` to the node at `owner` over this core's connection to it,
+    /// counting the outcome per peer.
+    pub(super) async fn forward(
+        &self,
+        view: &RingView,
+        owner: usize,
+        op: Op,
+    ) -> Result<Reply, (PeerOutcome, PeerError)> {
         let peer = &view.names[owner];
         let op_kind = match op {
             Op::Get { .. } => OpKind::Get,
             Op::Set { .. } => OpKind::Set,
             Op::Delete { .. } => OpKind::Delete,
-            Op::Snapshot => OpKind::Other,
+            Op::Replicate { .. } | Op::Snapshot => OpKind::Other,
         };
-        let is_read = matches!(op, Op::Get { .. });
         let started = Instant::now();
         let result = match view.grpc_addrs[owner] {
-            Some(addr) => self.peers.client(addr).forward(op).await.map_err(|e| {
-                let outcome = peer_outcome(&e);
-                (outcome, e.to_string())
-            }),
-            None => Err((
-                PeerOutcome::Unreachable,
-                format!(
+            Some(addr) => self.peers.client(addr).forward(op).await,
+            None => Err(PeerError::Connect {
+                refused: false,
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                reason: format!(
                     "cannot resolve its gRPC address {:?}",
                     view.ring.members()[owner].grpc_addr
                 ),
-            )),
+            }),
         };
         let outcome = result
             .as_ref()
-            .map_or_else(|(o, _)| *o, |_| PeerOutcome::Ok);
+            .map_or_else(peer_outcome, |_| PeerOutcome::Ok);
         self.metrics
             .record_peer_request(peer, op_kind, outcome, started.elapsed());
-        match result {
-            Ok(reply) => reply,
-            Err(_) if is_read => Reply::Value(None),
-            Err((_, reason)) => Reply::OwnerUnavailable {
-                peer: peer.to_string(),
-                reason,
-            },
-        }
+        result.map_err(|e| (outcome, e))
     }
 
     /// Adopt the newest ring snapshot if the control thread published one,
@@ -228,7 +346,9 @@ impl Core {
         let epoch = self.board.flush_epoch();
         if epoch != self.flush_epoch.get() {
             self.flush_epoch.set(epoch);
-            let dropped = self.shard.borrow_mut().clear();
+            let dropped = self.shard.borrow_mut().clear()
+                + self.hot.borrow_mut().clear()
+                + self.negative.borrow_mut().clear();
             tracing::warn!(
                 core = self.id,
                 dropped,
@@ -239,8 +359,10 @@ impl Core {
             return;
         }
         let (version, ring) = self.board.current();
-        let view = RingView::new(version, ring, &self.config.node_name);
+        let view = Rc::new(RingView::new(version, ring, &self.config.node_name));
         self.metrics.set_ring_members(view.ring.len());
+        let previous = self.ring.borrow().clone();
+        self.ring_changed(&previous, &view);
         let live: Vec<SocketAddr> = view.grpc_addrs.iter().flatten().copied().collect();
         self.peers.retain(|addr| live.contains(addr));
         tracing::debug!(
@@ -249,18 +371,18 @@ impl Core {
             members = view.ring.len(),
             "ring updated"
         );
-        *self.ring.borrow_mut() = Rc::new(view);
+        *self.ring.borrow_mut() = view;
     }
 
     pub fn ring_view(&self) -> Rc<RingView> {
         self.ring.borrow().clone()
     }
 
-    async fn send(&self, core: usize, op: Op) -> Reply {
+    async fn send(&self, core: usize, op: Op, scope: Scope) -> Reply {
         let (reply, answer) = oneshot::channel();
         if self
             .senders
-            .send_to(core, Envelope { op, reply })
+            .send_to(core, Envelope { op, scope, reply })
             .await
             .is_err()
         {
@@ -269,29 +391,11 @@ impl Core {
         answer.await.unwrap_or(Reply::Unavailable)
     }
 
-    /// Execute an op against this core's own shard.
-    pub fn execute(&self, op: Op) -> Reply {
-        let now = Instant::now();
-        let mut shard = self.shard.borrow_mut();
-        match op {
-            Op::Get { key } => Reply::Value(shard.get(&key, now).map(|f| (f.value, f.hot))),
-            Op::Set {
-                key,
-                value,
-                ttl,
-                hot,
-            } => {
-                let expires_at = self.jitter.expiry(now, ttl, &mut self.rng.borrow_mut());
-                match shard.set(&key, value, expires_at, hot, now) {
-                    Ok(_) => Reply::Stored,
-                    Err(e) => Reply::TooLarge(e.to_string()),
-                }
-            }
-            Op::Delete { key } => Reply::Deleted(shard.delete(&key, now)),
-            Op::Snapshot => {
-                Reply::Snapshot(Box::new((shard.stats(), self.metrics.snapshot(self.id))))
-            }
-        }
+    /// This core's shard statistics and counters, for /metrics.
+    fn snapshot(&self) -> Reply {
+        let mut snapshot = self.metrics.snapshot(self.id);
+        snapshot.tiers = self.metrics.tier_snapshot(self.hot.borrow().stats());
+        Reply::Snapshot(Box::new((self.shard.borrow().stats(), snapshot)))
     }
 
     /// Every core's statistics, this one's included, in core order.
@@ -299,9 +403,9 @@ impl Core {
         let mut all = Vec::with_capacity(self.cores);
         for core in 0..self.cores {
             let reply = if core == self.id {
-                self.execute(Op::Snapshot)
+                self.snapshot()
             } else {
-                self.send(core, Op::Snapshot).await
+                self.send(core, Op::Snapshot, Scope::Node).await
             };
             if let Reply::Snapshot(snapshot) = reply {
                 all.push(*snapshot);
@@ -310,11 +414,15 @@ impl Core {
         all
     }
 
-    /// Reclaim expired entries, at most `budget` checks.
+    /// Reclaim expired entries, at most `budget` checks per tier.
     pub fn sweep(&self, budget: usize) -> u64 {
-        self.shard
-            .borrow_mut()
-            .sweep_expired(Instant::now(), budget)
+        let now = Instant::now();
+        let mut removed = self.shard.borrow_mut().sweep_expired(now, budget);
+        if self.hot_enabled {
+            removed += self.hot.borrow_mut().sweep_expired(now, budget);
+        }
+        self.negative.borrow_mut().sweep_expired(now, budget);
+        removed
     }
 
     pub fn shard_len(&self) -> usize {

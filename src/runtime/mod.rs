@@ -12,6 +12,8 @@
 pub mod core;
 pub mod lifecycle;
 pub mod platform;
+mod reads;
+mod replicas;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
@@ -231,14 +233,14 @@ async fn run_core(
             return;
         }
     };
-    let core = Rc::new(Core::new(
+    let core = Core::new(
         id,
         config.clone(),
         lifecycle.clone(),
         senders,
         board,
         control,
-    ));
+    );
 
     // Serve ops from every other core for as long as any core may send.
     let mut mesh_tasks = Vec::new();
@@ -246,8 +248,7 @@ async fn run_core(
         let core = core.clone();
         mesh_tasks.push(glommio::spawn_local(async move {
             while let Some(envelope) = stream.next().await {
-                let reply = core.execute(envelope.op);
-                let _ = envelope.reply.send(reply);
+                core.serve_envelope(envelope);
             }
         }));
     }

@@ -135,6 +135,9 @@ struct Node {
     next: u32,
     key_len: u32,
     hot: bool,
+    /// Another node was sent a copy of this entry (an automatic hot copy):
+    /// writes to the key must invalidate it.
+    replicated: bool,
     occupied: bool,
 }
 
@@ -147,6 +150,7 @@ impl Node {
             next: next_free,
             key_len: 0,
             hot: false,
+            replicated: false,
             occupied: false,
         }
     }
@@ -225,6 +229,10 @@ pub struct Shard {
     /// Where the next [`Shard::sweep_expired`] resumes.
     sweep_cursor: usize,
     counters: Counters,
+    /// Keys of evicted entries that had copies on other nodes (hot or
+    /// replicated), for the owner to invalidate; only collected when
+    /// enabled with [`Shard::report_evicted_copies`].
+    evicted_with_copies: Option<Vec<Box<[u8]>>>,
 }
 
 impl fmt::Debug for Shard {
@@ -253,7 +261,96 @@ impl Shard {
             epoch: Instant::now(),
             sweep_cursor: 0,
             counters: Counters::default(),
+            evicted_with_copies: None,
         }
+    }
+
+    /// Collect the keys of evicted entries that have copies elsewhere
+    /// (see [`Shard::take_evicted_with_copies`]). Off by default: a shard
+    /// that nobody drains must not accumulate them.
+    pub fn report_evicted_copies(mut self) -> Shard {
+        self.evicted_with_copies = Some(Vec::new());
+        self
+    }
+
+    /// Keys evicted since the last call whose entries were hot or
+    /// replicated: their copies on other nodes must be invalidated, since
+    /// the next write will find no entry telling it copies exist.
+    pub fn take_evicted_with_copies(&mut self) -> Vec<Box<[u8]>> {
+        self.evicted_with_copies
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Whether a live entry for `key` has copies on other nodes: it was
+    /// written hot, or [`Shard::mark_replicated`] was called on it. Does not
+    /// touch the LRU order or the counters.
+    pub fn has_copies(&self, key: &[u8], now: Instant) -> bool {
+        let tag = self.tag_of(key);
+        self.find(tag, key).is_some_and(|index| {
+            let node = &self.slab[index as usize];
+            node.is_live_at(self.tick(now)) && (node.hot || node.replicated)
+        })
+    }
+
+    /// The live entry for `key`, without touching the LRU order or the
+    /// counters (for background work that must not look like a read).
+    pub fn peek(&self, key: &[u8], now: Instant) -> Option<Found> {
+        let tag = self.tag_of(key);
+        let node = &self.slab[self.find(tag, key)? as usize];
+        node.is_live_at(self.tick(now)).then(|| Found {
+            value: node.value(),
+            hot: node.hot,
+            expires_at: self.instant_of(node.expires_tick),
+        })
+    }
+
+    /// Whether a live entry for `key` is held. No LRU or counter effect.
+    pub fn contains(&self, key: &[u8], now: Instant) -> bool {
+        let tag = self.tag_of(key);
+        self.find(tag, key)
+            .is_some_and(|index| self.slab[index as usize].is_live_at(self.tick(now)))
+    }
+
+    /// Record that a copy of the live entry for `key` was handed to another
+    /// node. Returns false when there is no live entry.
+    pub fn mark_replicated(&mut self, key: &[u8], now: Instant) -> bool {
+        let tag = self.tag_of(key);
+        let now_tick = self.tick(now);
+        match self.find(tag, key) {
+            Some(index) if self.slab[index as usize].is_live_at(now_tick) => {
+                self.slab[index as usize].replicated = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every live entry written hot: `(key, value, expires_at)`. A full
+    /// scan, for the rare moment a node joins and must receive them.
+    pub fn hot_entries(&self, now: Instant) -> Vec<(Box<[u8]>, Bytes, Option<Instant>)> {
+        let now_tick = self.tick(now);
+        self.slab
+            .iter()
+            .filter(|n| n.occupied && n.hot && n.is_live_at(now_tick))
+            .map(|n| (n.key().into(), n.value(), self.instant_of(n.expires_tick)))
+            .collect()
+    }
+
+    /// Remove every entry for which `drop(key, hot)` is true. A full scan,
+    /// for membership changes. Returns how many entries went.
+    pub fn remove_where(&mut self, mut drop: impl FnMut(&[u8], bool) -> bool) -> usize {
+        let mut removed = 0;
+        for index in 0..self.slab.len() {
+            let node = &self.slab[index];
+            if node.occupied && drop(node.key(), node.hot) {
+                let tag = self.tag_of(node.key());
+                self.remove(index as u32, tag);
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// Drop every entry (memory is released), keeping the cumulative
@@ -261,8 +358,10 @@ impl Shard {
     pub fn clear(&mut self) -> usize {
         let dropped = self.len();
         let counters = std::mem::take(&mut self.counters);
+        let reports = self.evicted_with_copies.take().map(|_| Vec::new());
         *self = Shard::new(self.capacity_bytes);
         self.counters = counters;
+        self.evicted_with_copies = reports;
         dropped
     }
 
@@ -361,6 +460,7 @@ impl Shard {
             next: NIL,
             key_len,
             hot,
+            replicated: false,
             occupied: true,
         };
         let index = match existing {
@@ -503,7 +603,13 @@ impl Shard {
             if victim == NIL {
                 break;
             }
-            let tag = self.tag_of(self.slab[victim as usize].key());
+            let node = &self.slab[victim as usize];
+            if node.hot || node.replicated {
+                if let Some(keys) = self.evicted_with_copies.as_mut() {
+                    keys.push(node.key().into());
+                }
+            }
+            let tag = self.tag_of(node.key());
             self.remove(victim, tag);
             evicted += 1;
         }
@@ -1264,5 +1370,78 @@ mod tests {
                 assert_consistent(&shard);
             }
         }
+    }
+
+    #[test]
+    fn copies_are_tracked_for_hot_and_replicated_entries() {
+        let now = Instant::now();
+        let mut shard = Shard::new(10_000);
+        let v = || Bytes::from_static(b"v");
+        shard.set(b"plain", v(), None, false, now).unwrap();
+        shard.set(b"hot", v(), None, true, now).unwrap();
+        assert!(!shard.has_copies(b"plain", now));
+        assert!(shard.has_copies(b"hot", now));
+        assert!(!shard.has_copies(b"absent", now));
+        assert!(shard.mark_replicated(b"plain", now));
+        assert!(!shard.mark_replicated(b"absent", now));
+        assert!(shard.has_copies(b"plain", now));
+        // A rewrite is a new entry: whoever rewrote it invalidated the copies.
+        shard.set(b"plain", v(), None, false, now).unwrap();
+        assert!(!shard.has_copies(b"plain", now));
+        // An expired entry has no live copies either (they expire with it).
+        let soon = now + Duration::from_millis(5);
+        shard.set(b"brief", v(), Some(soon), true, now).unwrap();
+        assert!(shard.has_copies(b"brief", now));
+        assert!(!shard.has_copies(b"brief", soon));
+        assert!(shard.contains(b"brief", now) && !shard.contains(b"brief", soon));
+        let before = shard.stats();
+        assert_eq!(shard.peek(b"brief", now).map(|f| f.hot), Some(true));
+        assert!(shard.peek(b"brief", soon).is_none());
+        assert!(shard.peek(b"absent", now).is_none());
+        assert_eq!(shard.stats(), before, "peek is not a read");
+    }
+
+    #[test]
+    fn evicted_entries_with_copies_are_reported_once() {
+        let now = Instant::now();
+        let each = charge_for(2, 10);
+        let mut shard = Shard::new(each * 3).report_evicted_copies();
+        let v = || Bytes::from(vec![b'x'; 10]);
+        shard.set(b"k1", v(), None, true, now).unwrap();
+        shard.set(b"k2", v(), None, false, now).unwrap();
+        shard.set(b"k3", v(), None, false, now).unwrap();
+        shard.mark_replicated(b"k2", now);
+        shard.set(b"k4", v(), None, false, now).unwrap();
+        shard.set(b"k5", v(), None, false, now).unwrap();
+        shard.set(b"k6", v(), None, false, now).unwrap();
+        let reported = shard.take_evicted_with_copies();
+        assert_eq!(reported, vec![Box::from(&b"k1"[..]), Box::from(&b"k2"[..])]);
+        assert!(shard.take_evicted_with_copies().is_empty());
+        // Without opting in nothing accumulates.
+        let mut quiet = Shard::new(each);
+        quiet.set(b"k1", v(), None, true, now).unwrap();
+        quiet.set(b"k2", v(), None, true, now).unwrap();
+        assert!(quiet.take_evicted_with_copies().is_empty());
+    }
+
+    #[test]
+    fn hot_entries_and_remove_where_scan_live_entries() {
+        let now = Instant::now();
+        let mut shard = Shard::new(100_000);
+        let v = || Bytes::from_static(b"v");
+        shard.set(b"a", v(), None, true, now).unwrap();
+        shard.set(b"b", v(), None, false, now).unwrap();
+        let gone = now - Duration::from_secs(1);
+        shard
+            .set(b"c", v(), Some(now + Duration::from_millis(1)), true, gone)
+            .unwrap();
+        let hot = shard.hot_entries(now + Duration::from_millis(2));
+        assert_eq!(hot.len(), 1);
+        assert_eq!(&*hot[0].0, b"a");
+        assert_eq!(shard.remove_where(|key, hot| !hot && key == b"b"), 1);
+        assert_eq!(shard.len(), 2);
+        assert_eq!(shard.remove_where(|_, _| true), 2);
+        assert!(shard.is_empty());
+        assert_eq!(shard.stats().bytes, 0);
     }
 }

@@ -873,3 +873,120 @@ impl Drop for StallWatch {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Extra flags (hot data and read-through tests)
+// ---------------------------------------------------------------------------
+
+/// `["--flag", "value", "--switch", ...]` as (flag, value) pairs; a flag
+/// not followed by a value (the next item starts with `--`) is a switch.
+fn flag_pairs<'a>(extra: &[&'a str]) -> Vec<(&'a str, Option<&'a str>)> {
+    let mut pairs = Vec::new();
+    let mut i = 0;
+    while i < extra.len() {
+        let flag = extra[i];
+        match extra.get(i + 1) {
+            Some(v) if !v.starts_with("--") => {
+                pairs.push((flag, Some(*v)));
+                i += 2;
+            }
+            _ => {
+                pairs.push((flag, None));
+                i += 1;
+            }
+        }
+    }
+    pairs
+}
+
+impl ClusterNode {
+    /// The node's usual flags with `extra` applied: a flag the node already
+    /// gets (`--cores`, `--max-memory`, `--peer-timeout-ms`, ...) takes the
+    /// value given here (the binary refuses a flag given twice); any other
+    /// flag is appended.
+    pub fn spec_with(&self, extra: &[&str]) -> Spec {
+        let mut spec = self.spec();
+        for (flag, value) in flag_pairs(extra) {
+            match (spec.args.iter().position(|a| a == flag), value) {
+                (Some(i), Some(v)) if i + 1 < spec.args.len() => spec.args[i + 1] = v.to_string(),
+                (Some(_), None) => {}
+                _ => {
+                    spec.args.push(flag.to_string());
+                    spec.args.extend(value.map(str::to_string));
+                }
+            }
+        }
+        spec
+    }
+
+    /// Like [`ClusterNode::spawn`], with `extra` flags ([`ClusterNode::spec_with`]).
+    pub fn spawn_with(&mut self, extra: &[&str]) {
+        assert!(self.node.is_none(), "node {} is already running", self.name);
+        self.node = Some(spawn(self.http_port, &self.spec_with(extra)));
+    }
+
+    /// Like [`ClusterNode::start`], with `extra` flags: spawns (unless
+    /// running), waits until it serves, retries on new ports if its port
+    /// was taken (only for nodes nobody names by address yet).
+    pub fn start_with(&mut self, extra: &[&str]) {
+        if !self.is_running() {
+            self.spawn_with(extra);
+        }
+        let mut attempts = 0;
+        loop {
+            match self.wait_ready() {
+                Ok(()) => return,
+                Err(StartError::PortInUse(log)) if attempts < 5 => {
+                    attempts += 1;
+                    eprintln!(
+                        "node {}: port in use, retrying on new ports:\n{log}",
+                        self.name
+                    );
+                    self.repick_ports();
+                    self.spawn_with(extra);
+                }
+                Err(e) => panic!("node {} did not start: {e:?}", self.name),
+            }
+        }
+    }
+}
+
+/// [`start_static_nodes`] with `extra` flags on every node (see
+/// [`ClusterNode::spec_with`]), e.g. `&["--cores", "1", "--origin", url]`.
+pub fn start_static_nodes_with(names: &[&str], extra: &[&str]) -> Vec<ClusterNode> {
+    for _ in 0..5 {
+        let mut nodes: Vec<ClusterNode> = names.iter().map(|name| static_node(name, "")).collect();
+        let entries: Vec<String> = nodes.iter().map(ClusterNode::peer_entry).collect();
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let peers: Vec<&str> = entries
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, e)| e.as_str())
+                .collect();
+            node.discovery = Discovery::Static {
+                peers: peers.join(","),
+            };
+            node.spawn_with(extra);
+        }
+        let mut port_taken = false;
+        for node in &mut nodes {
+            match node.wait_ready() {
+                Ok(()) => {}
+                Err(StartError::PortInUse(log)) => {
+                    eprintln!(
+                        "node {}: port in use, restarting the set:\n{log}",
+                        node.name
+                    );
+                    port_taken = true;
+                    break;
+                }
+                Err(e) => panic!("node {} did not start: {e:?}", node.name),
+            }
+        }
+        if !port_taken {
+            return nodes;
+        }
+    }
+    panic!("static nodes could not bind their ports in 5 attempts");
+}

@@ -19,7 +19,7 @@ use super::response::{self, CONTINUE, OCTETS, PROMETHEUS, TEXT};
 use super::route::{route, Command, Style};
 use crate::error::ApiError;
 use crate::metrics::{render, OpKind};
-use crate::ops::{Op, Reply};
+use crate::ops::{Hit, Op, Reply};
 use crate::runtime::core::{Core, Deadline};
 
 const INITIAL_BUFFER: usize = 16 * 1024;
@@ -227,8 +227,8 @@ fn op_kind(head: &RequestHead<'_>) -> OpKind {
 /// Run a command and write its response; returns the status sent.
 async fn execute(core: &Core, command: Command, out: &mut Vec<u8>, close: bool) -> u16 {
     match command {
-        Command::Get { key, style } => match core.call(Op::Get { key }).await {
-            Reply::Value(Some((value, hot))) => {
+        Command::Get { key, style } => match core.call(Op::get(key)).await {
+            Reply::Value(Some(Hit { value, hot, .. })) => {
                 match style {
                     Style::Seed => {
                         response::write_head(out, 200, TEXT, value.len() + 6, close, &[]);
@@ -268,11 +268,6 @@ async fn execute(core: &Core, command: Command, out: &mut Vec<u8>, close: bool) 
             .await
         {
             Reply::Stored => text(out, 200, "ok", close),
-            Reply::TooLarge(reason) => {
-                let err = ApiError::EntryTooLarge(reason);
-                response::write_error(out, &err, close);
-                err.status()
-            }
             other => unexpected(out, other, close),
         },
         Command::Delete { key, style: _ } => match core.call(Op::Delete { key }).await {
@@ -337,12 +332,10 @@ fn text(out: &mut Vec<u8>, status: u16, line: &str, close: bool) -> u16 {
     status
 }
 
+/// A reply that is a failure (or, by a bug, the wrong kind of answer).
 fn unexpected(out: &mut Vec<u8>, reply: Reply, close: bool) -> u16 {
-    let err = match reply {
-        Reply::Unavailable => ApiError::Draining,
-        Reply::OwnerUnavailable { peer, reason } => ApiError::OwnerUnavailable { peer, reason },
-        other => ApiError::Internal(format!("unexpected reply {other:?}")),
-    };
+    let err = ApiError::from_reply(reply)
+        .unwrap_or_else(|| ApiError::Internal("unexpected reply from the owning core".into()));
     response::write_error(out, &err, close);
     err.status()
 }
