@@ -93,6 +93,16 @@ pub struct Hit {
     pub expires_at: Option<Instant>,
 }
 
+impl From<crate::store::Found> for Hit {
+    fn from(found: crate::store::Found) -> Hit {
+        Hit {
+            value: found.value,
+            hot: found.hot,
+            expires_at: found.expires_at,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum Reply {
     /// Result of `Get`.

@@ -33,10 +33,6 @@ impl AutoHot {
         }
     }
 
-    pub fn is_enabled(&self) -> bool {
-        self.threshold > 0
-    }
-
     /// Counts one forwarded read of `key` at `now`; true when the key has
     /// reached the threshold within the current window, i.e. this read's
     /// answer should be kept as a hot copy.
@@ -62,7 +58,8 @@ impl AutoHot {
     }
 
     /// Keys tracked in the current window.
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.counts.len()
     }
 }
@@ -97,7 +94,6 @@ mod tests {
     #[test]
     fn zero_threshold_is_off() {
         let mut d = AutoHot::new(0, 100);
-        assert!(!d.is_enabled());
         for _ in 0..1000 {
             assert!(!d.record(b"k", Instant::now()));
         }

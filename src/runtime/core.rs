@@ -41,7 +41,7 @@ use crate::store::{Shard, ShardStats, TtlJitter};
 /// second.
 const AUTO_HOT_TRACKED_KEYS: usize = 10_000;
 
-pub(super) fn peer_outcome(err: &PeerError) -> PeerOutcome {
+fn peer_outcome(err: &PeerError) -> PeerOutcome {
     match err {
         PeerError::Connect { .. }
         | PeerError::ConnectTimeout { .. }
@@ -240,7 +240,11 @@ impl Core {
 
     /// Run an op whose home is this core, to the end.
     pub async fn serve(&self, op: Op, scope: Scope) -> Reply {
-        match self.start(op, scope) {
+        self.finish(self.start(op, scope)).await
+    }
+
+    async fn finish(&self, step: Step) -> Reply {
+        match step {
             Step::Done(reply) => reply,
             Step::Read(work) => self.finish_read(work).await,
             Step::Write(work) => self.finish_write(work).await,
@@ -252,24 +256,19 @@ impl Core {
     /// the network.
     pub fn serve_envelope(&self, envelope: Envelope) {
         let Envelope { op, scope, reply } = envelope;
-        let work = match self.start(op, scope) {
+        let step = match self.start(op, scope) {
             Step::Done(answer) => {
                 let _ = reply.send(answer);
                 return;
             }
-            work => work,
+            step => step,
         };
         let Some(this) = self.this.upgrade() else {
             let _ = reply.send(Reply::Unavailable);
             return;
         };
         glommio::spawn_local(async move {
-            let answer = match work {
-                Step::Done(answer) => answer,
-                Step::Read(work) => this.finish_read(work).await,
-                Step::Write(work) => this.finish_write(work).await,
-            };
-            let _ = reply.send(answer);
+            let _ = reply.send(this.finish(step).await);
         })
         .detach();
     }
@@ -281,17 +280,26 @@ impl Core {
             Scope::Cluster => op.key().and_then(|key| self.remote_owner(key)),
             Scope::Node => None,
         };
-        match op {
-            Op::Snapshot => Step::Done(self.snapshot()),
-            Op::Replicate { key, update } => Step::Done(self.apply_replica(key, update, now)),
-            Op::Get { key, keep_copy } => match remote {
-                Some((view, owner)) => self.start_remote_get(key, view, owner, now),
-                None => self.start_owner_get(key, keep_copy, now),
-            },
-            Op::Set { .. } | Op::Delete { .. } => match remote {
-                Some((view, owner)) => self.start_remote_write(op, view, owner),
-                None => self.start_owner_write(op, now),
-            },
+        match (op, remote) {
+            (Op::Snapshot, _) => Step::Done(self.snapshot()),
+            (Op::Replicate { key, update }, _) => Step::Done(self.apply_replica(key, update, now)),
+            (Op::Get { key, .. }, Some((view, owner))) => {
+                self.start_remote_get(key, view, owner, now)
+            }
+            (Op::Get { key, keep_copy }, None) => self.start_owner_get(key, keep_copy, now),
+            (op @ (Op::Set { .. } | Op::Delete { .. }), Some((view, owner))) => {
+                self.start_remote_write(op, view, owner)
+            }
+            (
+                Op::Set {
+                    key,
+                    value,
+                    ttl,
+                    hot,
+                },
+                None,
+            ) => self.start_owner_set(key, value, ttl, hot, now),
+            (Op::Delete { key }, None) => self.start_owner_delete(key, now),
         }
     }
 

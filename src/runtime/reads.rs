@@ -69,22 +69,14 @@ impl Core {
                 if keep_copy {
                     shard.mark_replicated(&key, now);
                 }
-                return Step::Done(Reply::Value(Some(Hit {
-                    value: found.value,
-                    hot: found.hot,
-                    expires_at: found.expires_at,
-                })));
+                return Step::Done(Reply::Value(Some(Hit::from(found))));
             }
         }
         // A replica pushed by the previous owner before the ring moved the
         // key here: still current, since writes now come here and drop it.
         if self.hot_enabled && self.hot.borrow().contains(&key, now) {
             if let Some(found) = self.hot.borrow_mut().get(&key, now) {
-                return Step::Done(Reply::Value(Some(Hit {
-                    value: found.value,
-                    hot: found.hot,
-                    expires_at: found.expires_at,
-                })));
+                return Step::Done(Reply::Value(Some(Hit::from(found))));
             }
         }
         if self.origin.is_none() {
@@ -112,11 +104,7 @@ impl Core {
     ) -> Step {
         if self.hot_enabled {
             if let Some(found) = self.hot.borrow_mut().get(&key, now) {
-                return Step::Done(Reply::Value(Some(Hit {
-                    value: found.value,
-                    hot: found.hot,
-                    expires_at: found.expires_at,
-                })));
+                return Step::Done(Reply::Value(Some(Hit::from(found))));
             }
         }
         let keep_copy = self.hot_enabled && self.auto_hot.borrow_mut().record(&key, now);
@@ -144,13 +132,10 @@ impl Core {
         // that a copy exists, so the next write invalidates it.
         let now = Instant::now();
         let mut shard = self.shard.borrow_mut();
-        if let Some(found) = shard.get(&work.key, now) {
+        // Not `get`: this read was already counted when it missed.
+        if let Some(found) = shard.peek(&work.key, now) {
             shard.mark_replicated(&work.key, now);
-            return Reply::Value(Some(Hit {
-                value: found.value,
-                hot: found.hot,
-                expires_at: found.expires_at,
-            }));
+            return Reply::Value(Some(Hit::from(found)));
         }
         match loaded {
             // Written over (deleted) while loading, or loaded but not kept:

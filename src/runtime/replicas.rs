@@ -21,14 +21,24 @@
 //! out of order and a caller that gives up cannot leave a key locked.
 
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_channel::oneshot;
 
 use super::core::{Core, RingView, Step};
 use crate::hot::Acquire;
 use crate::metrics::{CopyKind, ReplicaOutcome};
 use crate::ops::{Op, ReplicaUpdate, Reply};
+use crate::store::Copies;
+
+/// What a write found out about the key's copies before it applied.
+struct CopiesBefore {
+    /// The entry was hot, or this node held a pushed copy of it.
+    was_hot: bool,
+    /// Some node may hold a copy (or an update of the key is in flight).
+    had_copies: bool,
+}
 
 /// A node that did not take an update: its name and why.
 type UpdateFailure = (String, String);
@@ -59,60 +69,77 @@ impl Core {
         Step::Write(WriteWork::Forward { view, owner, op })
     }
 
-    /// A write of a key this node owns.
-    pub(super) fn start_owner_write(&self, op: Op, now: Instant) -> Step {
-        let Some(key) = op.key().map(Box::<[u8]>::from) else {
-            return Step::Done(Reply::Unavailable);
+    /// A set of a key this node owns.
+    pub(super) fn start_owner_set(
+        &self,
+        key: Box<[u8]>,
+        value: Bytes,
+        ttl: Duration,
+        hot: bool,
+        now: Instant,
+    ) -> Step {
+        let before = self.before_owner_write(&key, now);
+        let expires_at = self.jitter.expiry(now, ttl, &mut self.rng.borrow_mut());
+        let stored = self
+            .shard
+            .borrow_mut()
+            .set(&key, value.clone(), expires_at, hot, now);
+        let (reply, update) = match stored {
+            Ok(_) if hot => (
+                Reply::Stored,
+                Some(ReplicaUpdate::Put { value, expires_at }),
+            ),
+            Ok(_) => (
+                Reply::Stored,
+                before.had_copies.then_some(ReplicaUpdate::Remove),
+            ),
+            // The old entry, and so its copies, stay as they were.
+            Err(e) => (Reply::TooLarge(e.to_string()), None),
         };
-        let held_as_replica = self.hot_enabled && self.hot.borrow().contains(&key, now);
-        let was_hot = held_as_replica
-            || self
-                .shard
-                .borrow()
-                .peek(&key, now)
-                .is_some_and(|found| found.hot);
-        let had_copies = was_hot
-            || self.shard.borrow().has_copies(&key, now)
-            || self.key_locks.borrow().is_locked(&key);
-        self.drop_local_copy(&key, now);
-        self.negative.borrow_mut().delete(&key, now);
-        let (reply, update) = match op {
-            Op::Set {
-                value, ttl, hot, ..
-            } => {
-                let expires_at = self.jitter.expiry(now, ttl, &mut self.rng.borrow_mut());
-                let stored = self
-                    .shard
-                    .borrow_mut()
-                    .set(&key, value.clone(), expires_at, hot, now);
-                match stored {
-                    Ok(_) if hot => (
-                        Reply::Stored,
-                        Some(ReplicaUpdate::Put { value, expires_at }),
-                    ),
-                    Ok(_) => (Reply::Stored, had_copies.then_some(ReplicaUpdate::Remove)),
-                    // The old entry, and so its copies, stay as they were.
-                    Err(e) => (Reply::TooLarge(e.to_string()), None),
-                }
-            }
-            Op::Delete { .. } => {
-                let deleted = self.shard.borrow_mut().delete(&key, now);
-                (
-                    Reply::Deleted(deleted),
-                    had_copies.then_some(ReplicaUpdate::Remove),
-                )
-            }
-            _ => (Reply::Unavailable, None),
-        };
+        self.after_owner_write(key, reply, update, before.was_hot || hot)
+    }
+
+    /// A delete of a key this node owns.
+    pub(super) fn start_owner_delete(&self, key: Box<[u8]>, now: Instant) -> Step {
+        let before = self.before_owner_write(&key, now);
+        let deleted = self.shard.borrow_mut().delete(&key, now);
+        let update = before.had_copies.then_some(ReplicaUpdate::Remove);
+        self.after_owner_write(key, Reply::Deleted(deleted), update, before.was_hot)
+    }
+
+    /// What an owner must know about a key's copies before writing it, and
+    /// the copies it drops itself (its own hot copy, a load in flight, a
+    /// remembered origin 404).
+    fn before_owner_write(&self, key: &[u8], now: Instant) -> CopiesBefore {
+        let held_as_replica = self.drop_local_copy(key, now);
+        if self.config.negative_ttl_secs > 0 {
+            self.negative.borrow_mut().delete(key, now);
+        }
+        let copies = self.shard.borrow().copies(key, now);
+        let was_hot = held_as_replica || copies == Copies::Hot;
+        CopiesBefore {
+            was_hot,
+            had_copies: was_hot
+                || copies == Copies::Automatic
+                || self.key_locks.borrow().is_locked(key),
+        }
+    }
+
+    /// Answer at once, or once `update` reached the other nodes; `strict`
+    /// when a hot key is involved (see the module documentation).
+    fn after_owner_write(
+        &self,
+        key: Box<[u8]>,
+        reply: Reply,
+        update: Option<ReplicaUpdate>,
+        strict: bool,
+    ) -> Step {
         self.invalidate_evicted_copies();
         match update {
-            Some(update) if self.has_other_members() => {
-                let strict = was_hot || matches!(update, ReplicaUpdate::Put { .. });
-                Step::Write(WriteWork::Replicas {
-                    done: self.update_copies(key, update, strict),
-                    reply,
-                })
-            }
+            Some(update) if self.has_other_members() => Step::Write(WriteWork::Replicas {
+                done: self.update_copies(key, update, strict),
+                reply,
+            }),
             _ => Step::Done(reply),
         }
     }
@@ -145,7 +172,9 @@ impl Core {
         self.flights.borrow_mut().mark_stale(&key);
         // An entry from when this node owned the key is outdated now.
         self.shard.borrow_mut().delete(&key, now);
-        self.negative.borrow_mut().delete(&key, now);
+        if self.config.negative_ttl_secs > 0 {
+            self.negative.borrow_mut().delete(&key, now);
+        }
         if !self.hot_enabled {
             return Reply::Stored;
         }
@@ -169,12 +198,11 @@ impl Core {
         Reply::Stored
     }
 
-    /// Forget this node's copy of `key` and any load of it in flight.
-    fn drop_local_copy(&self, key: &[u8], now: Instant) {
+    /// Forget this node's copy of `key` and any load of it in flight;
+    /// whether a live copy was there.
+    fn drop_local_copy(&self, key: &[u8], now: Instant) -> bool {
         self.flights.borrow_mut().mark_stale(key);
-        if self.hot_enabled {
-            self.hot.borrow_mut().delete(key, now);
-        }
+        self.hot_enabled && self.hot.borrow_mut().delete(key, now)
     }
 
     fn has_other_members(&self) -> bool {

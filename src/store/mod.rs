@@ -101,6 +101,17 @@ pub struct Found {
     pub expires_at: Option<Instant>,
 }
 
+/// Copies of an entry that other nodes may hold (see [`Shard::copies`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copies {
+    None,
+    /// Handed out to a node that keeps an automatic copy
+    /// ([`Shard::mark_replicated`]).
+    Automatic,
+    /// Written hot: every node holds one.
+    Hot,
+}
+
 /// What [`Shard::set`] did besides storing the entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SetOutcome {
@@ -283,15 +294,22 @@ impl Shard {
             .unwrap_or_default()
     }
 
-    /// Whether a live entry for `key` has copies on other nodes: it was
-    /// written hot, or [`Shard::mark_replicated`] was called on it. Does not
-    /// touch the LRU order or the counters.
-    pub fn has_copies(&self, key: &[u8], now: Instant) -> bool {
+    /// Which copies other nodes may hold of the live entry for `key`. Does
+    /// not touch the LRU order or the counters.
+    pub fn copies(&self, key: &[u8], now: Instant) -> Copies {
         let tag = self.tag_of(key);
-        self.find(tag, key).is_some_and(|index| {
-            let node = &self.slab[index as usize];
-            node.is_live_at(self.tick(now)) && (node.hot || node.replicated)
-        })
+        match self.find(tag, key).map(|index| &self.slab[index as usize]) {
+            Some(node) if node.is_live_at(self.tick(now)) => {
+                if node.hot {
+                    Copies::Hot
+                } else if node.replicated {
+                    Copies::Automatic
+                } else {
+                    Copies::None
+                }
+            }
+            _ => Copies::None,
+        }
     }
 
     /// The live entry for `key`, without touching the LRU order or the
@@ -1379,20 +1397,22 @@ mod tests {
         let v = || Bytes::from_static(b"v");
         shard.set(b"plain", v(), None, false, now).unwrap();
         shard.set(b"hot", v(), None, true, now).unwrap();
-        assert!(!shard.has_copies(b"plain", now));
-        assert!(shard.has_copies(b"hot", now));
-        assert!(!shard.has_copies(b"absent", now));
+        assert_eq!(shard.copies(b"hot", now), Copies::Hot);
+        assert_eq!(shard.copies(b"plain", now), Copies::None);
+        assert_ne!(shard.copies(b"hot", now), Copies::None);
+        assert_eq!(shard.copies(b"absent", now), Copies::None);
         assert!(shard.mark_replicated(b"plain", now));
         assert!(!shard.mark_replicated(b"absent", now));
-        assert!(shard.has_copies(b"plain", now));
+        assert_ne!(shard.copies(b"plain", now), Copies::None);
+        assert_eq!(shard.copies(b"plain", now), Copies::Automatic);
         // A rewrite is a new entry: whoever rewrote it invalidated the copies.
         shard.set(b"plain", v(), None, false, now).unwrap();
-        assert!(!shard.has_copies(b"plain", now));
+        assert_eq!(shard.copies(b"plain", now), Copies::None);
         // An expired entry has no live copies either (they expire with it).
         let soon = now + Duration::from_millis(5);
         shard.set(b"brief", v(), Some(soon), true, now).unwrap();
-        assert!(shard.has_copies(b"brief", now));
-        assert!(!shard.has_copies(b"brief", soon));
+        assert_ne!(shard.copies(b"brief", now), Copies::None);
+        assert_eq!(shard.copies(b"brief", soon), Copies::None);
         assert!(shard.contains(b"brief", now) && !shard.contains(b"brief", soon));
         let before = shard.stats();
         assert_eq!(shard.peek(b"brief", now).map(|f| f.hot), Some(true));
