@@ -149,8 +149,7 @@ impl ClusterNode {
 
     /// Spawns the process (does not wait). Panics if one is running.
     pub fn spawn(&mut self) {
-        assert!(self.node.is_none(), "node {} is already running", self.name);
-        self.node = Some(spawn(self.http_port, &self.spec()));
+        self.spawn_with(&[]);
     }
 
     /// Waits until `/readyz` answers and the gRPC port accepts connections.
@@ -181,34 +180,7 @@ impl ClusterNode {
     /// if its port was taken meanwhile, retries on new ports (only for
     /// nodes that nobody names by address yet).
     pub fn start(&mut self) {
-        if !self.is_running() {
-            self.spawn();
-        }
-        let mut attempts = 0;
-        loop {
-            match self.wait_ready() {
-                Ok(()) => return,
-                Err(StartError::PortInUse(log)) if attempts < 5 => {
-                    attempts += 1;
-                    eprintln!(
-                        "node {}: port in use, retrying on new ports:\n{log}",
-                        self.name
-                    );
-                    self.repick_ports();
-                    self.spawn();
-                }
-                Err(e) => {
-                    let dump = match self.node.as_mut() {
-                        Some(node) => match node.try_exit_status() {
-                            None => thread_dump(node.pid()),
-                            Some(_) => String::new(),
-                        },
-                        None => String::new(),
-                    };
-                    panic!("node {} did not start: {e:?}\n{dump}", self.name)
-                }
-            }
-        }
+        self.start_with(&[]);
     }
 
     /// Moves a process that failed to start to the dead list and picks new
@@ -383,51 +355,7 @@ pub fn start_etcd_nodes(names: &[&str], endpoint: &str, lease_ttl: u64) -> Vec<C
 /// (each node's flags name the others'), and the whole set is started again
 /// on new ports if one was taken meanwhile.
 pub fn start_static_nodes(names: &[&str]) -> Vec<ClusterNode> {
-    for _ in 0..5 {
-        let mut nodes: Vec<ClusterNode> = names
-            .iter()
-            .map(|name| {
-                ClusterNode::new(
-                    name,
-                    Discovery::Static {
-                        peers: String::new(),
-                    },
-                )
-            })
-            .collect();
-        let entries: Vec<String> = nodes.iter().map(ClusterNode::peer_entry).collect();
-        for (i, node) in nodes.iter_mut().enumerate() {
-            let peers: Vec<&str> = entries
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, e)| e.as_str())
-                .collect();
-            node.discovery = Discovery::Static {
-                peers: peers.join(","),
-            };
-            node.spawn();
-        }
-        let mut port_taken = false;
-        for node in &mut nodes {
-            match node.wait_ready() {
-                Ok(()) => {}
-                Err(StartError::PortInUse(log)) => {
-                    eprintln!(
-                        "node {}: port in use, restarting the set:\n{log}",
-                        node.name
-                    );
-                    port_taken = true;
-                    break;
-                }
-                Err(e) => panic!("node {} did not start: {e:?}", node.name),
-            }
-        }
-        if !port_taken {
-            return nodes;
-        }
-    }
-    panic!("static nodes could not bind their ports in 5 attempts");
+    start_static_nodes_with(names, &[])
 }
 
 /// A static node with `--peers <peers>` (not started).
@@ -945,14 +873,24 @@ impl ClusterNode {
                     self.repick_ports();
                     self.spawn_with(extra);
                 }
-                Err(e) => panic!("node {} did not start: {e:?}", self.name),
+                Err(e) => {
+                    let dump = match self.node.as_mut() {
+                        Some(node) => match node.try_exit_status() {
+                            None => thread_dump(node.pid()),
+                            Some(_) => String::new(),
+                        },
+                        None => String::new(),
+                    };
+                    panic!("node {} did not start: {e:?}\n{dump}", self.name)
+                }
             }
         }
     }
 }
 
 /// [`start_static_nodes`] with `extra` flags on every node (see
-/// [`ClusterNode::spec_with`]), e.g. `&["--cores", "1", "--origin", url]`.
+/// [`ClusterNode::spec_with`]), e.g. `&["--cores", "1", "--origin", url]`;
+/// the whole set is started again on new ports if one was taken meanwhile.
 pub fn start_static_nodes_with(names: &[&str], extra: &[&str]) -> Vec<ClusterNode> {
     for _ in 0..5 {
         let mut nodes: Vec<ClusterNode> = names.iter().map(|name| static_node(name, "")).collect();
