@@ -88,18 +88,9 @@ done
 
 cluster_install_prereqs
 command -v python3 >/dev/null 2>&1 || die "python3 is needed (owner lookups, the results table)"
-target_dir="$(cargo_target_dir)"
-if ((build)); then
-    ensure_cargo
-    log "building release binaries"
-    cargo build --release -p nexuscache --bin nexuscache
-    cargo build --release -p nexuscache-bench
-fi
-node_bin="$target_dir/release/nexuscache"
-bench_bin="$target_dir/release/nexuscache-bench"
-for b in "$node_bin" "$bench_bin"; do
-    [[ -x "$b" ]] || die "$b not found (build it, or drop --no-build)"
-done
+release_bins "$build" nexuscache nexuscache-bench
+node_bin="$(cargo_target_dir)/release/nexuscache"
+bench_bin="$(cargo_target_dir)/release/nexuscache-bench"
 cluster_raise_memlock "$cores"
 check_io_uring
 

@@ -46,12 +46,8 @@ command -v wrk >/dev/null 2>&1 || bash scripts/setup.sh --minimal
 command -v wrk >/dev/null 2>&1 || die "wrk is missing (apt-get install wrk)"
 raise_memlock
 check_io_uring
-if ((build)); then
-    log "building release binary"
-    cargo build --release --bin nexuscache
-fi
+release_bins "$build" nexuscache
 bin="$(cargo_target_dir)/release/nexuscache"
-[[ -x "$bin" ]] || die "$bin not found (drop --no-build)"
 
 work="$(mktemp -d)"
 on_exit rm -rf "$work"

@@ -85,12 +85,8 @@ for c in nginx wrk curl python3; do
 done
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 
-if ((build)); then
-    log "building release binary"
-    cargo build --release --bin nexuscache
-fi
+release_bins "$build" nexuscache
 nc_bin="$(cargo_target_dir)/release/nexuscache"
-[[ -x "$nc_bin" ]] || die "$nc_bin not found (drop --no-build to build it)"
 raise_memlock
 check_io_uring
 

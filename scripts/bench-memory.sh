@@ -60,9 +60,7 @@ for c in memcached redis-server redis-cli curl python3; do
     command -v "$c" >/dev/null 2>&1 || die "$c not found after scripts/setup.sh"
 done
 if ((build)); then
-    ensure_cargo
-    log "building release binaries"
-    cargo build --release -p nexuscache -p nexuscache-bench
+    release_bins 1 nexuscache nexuscache-bench
 fi
 nc_bin="${NC_BIN:-$(cargo_target_dir)/release/nexuscache}"
 bench_bin="${NC_BENCH_BIN:-$(cargo_target_dir)/release/nexuscache-bench}"

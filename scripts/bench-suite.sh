@@ -99,9 +99,7 @@ nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 etcd_bin="$(command -v etcd)"
 
 if ((build)); then
-    ensure_cargo
-    log "building release binaries"
-    cargo build --release -p nexuscache -p nexuscache-bench
+    release_bins 1 nexuscache nexuscache-bench
 fi
 nc_bin="${NC_BIN:-$(cargo_target_dir)/release/nexuscache}"
 bench_bin="${NC_BENCH_BIN:-$(cargo_target_dir)/release/nexuscache-bench}"

@@ -119,6 +119,26 @@ cargo_target_dir() {
     printf '%s\n' "$dir"
 }
 
+# release_bins BUILD NAME...: with BUILD=1, build the release binaries NAME...
+# (nexuscache, nexuscache-bench) in one cargo call; then check each exists.
+# The benchmarks run what they measure from target/release.
+release_bins() {
+    local build="$1" name path
+    shift
+    if ((build)); then
+        ensure_cargo
+        log "building release binaries: $*"
+        local args=()
+        # Each binary lives in the package of the same name.
+        for name in "$@"; do args+=(-p "$name" --bin "$name"); done
+        cargo build --release "${args[@]}" || die "cargo build --release failed"
+    fi
+    for name in "$@"; do
+        path="$(cargo_target_dir)/release/$name"
+        [[ -x "$path" ]] || die "$path not found (drop --no-build to build it)"
+    done
+}
+
 # --- glommio prerequisites ---------------------------------------------------
 # raise_memlock: glommio registers io_uring buffers in locked memory and needs
 # at least 512 KiB of `ulimit -l` per executor (one executor per core). Must be
