@@ -1,3 +1,7 @@
+//! Links every binary and test with `--wrap=__sys_io_uring_setup`, so the
+//! io_uring rings glommio creates get `IORING_SETUP_COOP_TASKRUN` (see
+//! `src/runtime/uring_flags.rs`).
+//!
 //! Generates the prost messages (and a tonic client, used by programs and
 //! the interop tests) from `proto/`. Our server does not use tonic: each core
 //! serves gRPC itself over `h2`, because tonic wants `Send` handlers and a
@@ -5,6 +9,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rustc-link-arg=-Wl,--wrap=__sys_io_uring_setup");
     tonic_prost_build::configure()
         .build_server(false)
         .build_client(true)

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod platform;
 mod reads;
 mod replicas;
+pub mod uring_flags;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
@@ -139,6 +140,15 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
     if !config.etcd.is_empty() && !control.wait_synced(ETCD_SYNC_WAIT) {
         warn!("etcd not reachable yet; serving with the last known ring and retrying");
     }
+    let (coop_rings, plain_rings) = uring_flags::rings_created();
+    if plain_rings > 0 {
+        warn!(
+            coop_rings,
+            plain_rings,
+            "the kernel rejected IORING_SETUP_COOP_TASKRUN (Linux 5.19+): every I/O \
+             completion will interrupt a busy core, costing throughput"
+        );
+    }
     info!(
         node = %config.node_name,
         http = %config.http_addr(),
@@ -146,6 +156,7 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
         cores = config.cores(),
         cpus = ?config.cpus,
         max_memory = config.max_memory,
+        coop_rings,
         "nexuscache ready"
     );
 
@@ -379,13 +390,18 @@ async fn housekeeping(core: Rc<Core>, listener_fds: [std::os::fd::RawFd; 2]) {
         core.reap_expired_connections(Instant::now());
         if Instant::now() >= next_sweep {
             // Cover the whole shard in about 16 sweeps, in slices that keep
-            // each pause short.
+            // each pause short. Yield after every slice: glommio's own
+            // preemption signal is a timer completion, which (with
+            // COOP_TASKRUN, see uring_flags.rs) only lands at a syscall, and
+            // the sweep makes none.
             let mut budget = (core.shard_len() / 16).max(4096);
             while budget > 0 {
                 let slice = budget.min(4096);
                 core.sweep(slice);
                 budget -= slice;
-                glommio::yield_if_needed().await;
+                if budget > 0 {
+                    futures_lite::future::yield_now().await;
+                }
             }
             next_sweep = Instant::now() + sweep_every;
         }
