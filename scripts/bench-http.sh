@@ -4,7 +4,8 @@
 #
 #   scripts/bench-http.sh [--keys N] [--value-size BYTES] [--duration SECONDS]
 #                         [--connections N] [--threads N] [--warmup SECONDS]
-#                         [--rounds N] [--cores N] [--no-build] [--strict]
+#                         [--rounds N] [--cores N] [--shared-cpus]
+#                         [--no-build] [--strict]
 #
 #   --keys N          keys prefilled and read at random (default 1000)
 #   --value-size B    value bytes per key (default 64)
@@ -15,9 +16,17 @@
 #   --rounds N        measured runs per target, alternating which goes first;
 #                     the table's verdict uses each target's median (default 1)
 #   --cores N         NexusCache data cores AND nginx worker processes
-#                     (default: all CPUs), so both servers get the same CPUs
+#                     (default: every server CPU, see below)
+#   --shared-cpus     let wrk share the servers' CPUs (the default gives wrk
+#                     a CPU of its own when there are 2 or more)
 #   --no-build        use the existing target/release/nexuscache
 #   --strict          exit 1 when nexuscache/nginx req/s is below 0.8
+#
+# CPUs: by default wrk is pinned to the last CPU and both servers to the
+# others (NexusCache with --cpuset, nginx with worker_cpu_affinity), so the
+# load generator does not compete with the server it measures; on 2 CPUs
+# each server gets 1. --shared-cpus runs both servers on every CPU and wrk
+# unpinned among them.
 #
 # nginx is the baseline: `return 200 "value=<V>"` with the same body bytes and
 # Content-Type as NexusCache's GET /api/get, worker_processes = CPUs, no access
@@ -38,6 +47,7 @@ warmup=2
 rounds=1
 build=1
 strict=0
+shared_cpus=0
 cores_arg=""
 
 need_int() {
@@ -64,8 +74,9 @@ while (($#)); do
         ;;
     --no-build) build=0 ;;
     --strict) strict=1 ;;
+    --shared-cpus) shared_cpus=1 ;;
     -h | --help)
-        sed -n '2,24s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+        sed -n '2,35s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
         exit 0
         ;;
     *) die "unknown argument: $1 (see --help)" ;;
@@ -75,12 +86,33 @@ done
 # wrk gives each thread connections/threads connections; fewer is an error.
 ((connections >= threads)) || die "--connections must be >= --threads"
 
-cpus="${cores_arg:-$(nproc)}"
+online="$(nproc)"
+if ((shared_cpus || online < 2)); then
+    server_cpu_count="$online"
+    client_cpu=""
+else
+    server_cpu_count=$((online - 1))
+    client_cpu=$((online - 1))
+fi
+cpus="${cores_arg:-$server_cpu_count}"
 ((cpus >= 1)) || die "--cores must be at least 1"
+if ((cpus > server_cpu_count)); then
+    reserved=""
+    [[ -z "$client_cpu" ]] || reserved=" (CPU $client_cpu is kept for wrk; see --shared-cpus)"
+    die "--cores $cpus: only $server_cpu_count CPU(s) for the servers$reserved"
+fi
+# The servers' CPUs: the first $cpus, in order.
+mapfile -t server_cpus < <(seq 0 $((cpus - 1)))
+cpuset="$(IFS=,; echo "${server_cpus[*]}")"
+if [[ -n "$client_cpu" ]]; then
+    placement="servers on CPU(s) $cpuset, wrk pinned to CPU $client_cpu"
+else
+    placement="servers on CPU(s) $cpuset, wrk unpinned (shares them)"
+fi
 
 bash scripts/setup.sh
 ensure_cargo
-for c in nginx wrk curl python3; do
+for c in nginx wrk curl python3 taskset; do
     command -v "$c" >/dev/null 2>&1 || [[ -x "/usr/sbin/$c" ]] || die "$c not found after setup.sh"
 done
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
@@ -107,8 +139,8 @@ body_len=${#body}
 
 # --- NexusCache --------------------------------------------------------------
 # RUST_LOG=warn unless set: per-request logging would measure the logger.
-log "starting nexuscache on 127.0.0.1:$nc_port with --cores $cpus"
-RUST_LOG="${RUST_LOG:-warn}" "$nc_bin" serve --bind 127.0.0.1 --http-port "$nc_port" --cores "$cpus" \
+log "starting nexuscache on 127.0.0.1:$nc_port with --cores $cpus --cpuset $cpuset ($placement)"
+RUST_LOG="${RUST_LOG:-warn}" "$nc_bin" serve --bind 127.0.0.1 --http-port "$nc_port" --cores "$cpus" --cpuset "$cpuset" \
     >"$tmp/nexuscache.log" 2>&1 &
 nc_pid=$!
 kill_on_exit "$nc_pid"
@@ -118,7 +150,7 @@ if ! wait_http "http://127.0.0.1:$nc_port/readyz" 30 "$nc_pid"; then
 fi
 
 # --- nginx -------------------------------------------------------------------
-start_nginx "$tmp/nginx" "$nginx_port" "$cpus" "$body"
+start_nginx "$tmp/nginx" "$nginx_port" "$cpus" "$body" "$tmp/nginx/stdout.log" "${server_cpus[@]}"
 
 # --- prefill -----------------------------------------------------------------
 # One curl process over one keep-alive connection for all keys: a curl per key
@@ -214,7 +246,7 @@ run_wrk() {
     # In the background and waited for, so that a SIGTERM to this script is
     # handled at once (bash defers traps while a foreground child runs) and
     # the exit handler stops wrk too.
-    wrk -t"$threads" -c"$connections" -d"${secs}s" --latency -s "$tmp/get.lua" \
+    ${client_cpu:+taskset -c "$client_cpu"} wrk -t"$threads" -c"$connections" -d"${secs}s" --latency -s "$tmp/get.lua" \
         "http://127.0.0.1:$port/" >"$out" 2>&1 &
     wrk_pid=$!
     kill_on_exit "$wrk_pid"
@@ -312,11 +344,12 @@ report="bench-results/http-$stamp.txt"
     echo "commit:      $(git rev-parse --short HEAD 2>/dev/null || echo none)$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
     echo "machine:     $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), kernel $(uname -r)"
     echo "load avg:    $loadavg_before before, $loadavg_after after (other processes' work skews results)"
-    echo "nexuscache:  --cores $cpus, $keys keys prefilled, value $value_size bytes; exit status after SIGTERM: $nc_rc"
+    echo "CPUs:        $placement"
+    echo "nexuscache:  --cores $cpus --cpuset $cpuset, $keys keys prefilled, value $value_size bytes; exit status after SIGTERM: $nc_rc"
     # Settings that came from the environment rather than from this script.
     env_set="$(env | grep -E '^(NEXUSCACHE_|NC_|RUST_LOG=)' | sort | tr '\n' ' ' || true)"
     echo "env:         ${env_set:-(none)}"
-    echo "nginx:       $("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //'), worker_processes $cpus, return 200 (body $body_len bytes)"
+    echo "nginx:       $("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //'), worker_processes $cpus pinned like NexusCache's cores, return 200 (body $body_len bytes)"
     echo "load:        $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2), -t$threads -c$connections -d${duration}s x $rounds round(s) after ${warmup}s warm-up, random key of $keys per request, keep-alive"
     echo
     echo "$verification"

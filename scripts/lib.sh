@@ -226,15 +226,27 @@ wait_http() {
 # NexusCache does not pay). Foreground (daemon off) so the PID we hold is the
 # master; config, pid, logs and temp dirs stay under DIR, nothing in /etc or
 # /var. Sets NGINX_PID, which is stopped at exit.
-#   start_nginx DIR PORT WORKERS BODY [STDOUT_LOG]
+#   start_nginx DIR PORT WORKERS BODY [STDOUT_LOG] [CPU...]
+# With CPUs given, worker i is pinned to the i-th of them (as NexusCache pins
+# its cores with --cpuset), so both servers run on the same CPUs.
 start_nginx() {
     local dir="$1" port="$2" workers="$3" body="$4" stdout_log="${5:-$1/stdout.log}" bin
+    local affinity="" cpu
+    shift 5 2>/dev/null || shift $#
+    if (($#)); then
+        # worker_cpu_affinity takes one bit mask per worker, CPU 0 rightmost.
+        for cpu in "$@"; do
+            affinity+=" 1$(printf '%*s' "$cpu" '' | tr ' ' 0)"
+        done
+        affinity="worker_cpu_affinity$affinity;"
+    fi
     bin="$(command -v nginx || echo /usr/sbin/nginx)"
     mkdir -p "$dir/logs"
     cat >"$dir/nginx.conf" <<EOF
 daemon off;
 master_process on;
 worker_processes $workers;
+$affinity
 pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
 events {
