@@ -86,13 +86,16 @@ done
 # wrk gives each thread connections/threads connections; fewer is an error.
 ((connections >= threads)) || die "--connections must be >= --threads"
 
-online="$(nproc)"
+# The CPUs this script may use (its affinity: all online CPUs unless it runs
+# under taskset or a cpuset), in order.
+mapfile -t allowed_cpus < <(allowed_cpus)
+online="${#allowed_cpus[@]}"
 if ((shared_cpus || online < 2)); then
     server_cpu_count="$online"
     client_cpu=""
 else
     server_cpu_count=$((online - 1))
-    client_cpu=$((online - 1))
+    client_cpu="${allowed_cpus[online - 1]}"
 fi
 cpus="${cores_arg:-$server_cpu_count}"
 ((cpus >= 1)) || die "--cores must be at least 1"
@@ -101,8 +104,8 @@ if ((cpus > server_cpu_count)); then
     [[ -z "$client_cpu" ]] || reserved=" (CPU $client_cpu is kept for wrk; see --shared-cpus)"
     die "--cores $cpus: only $server_cpu_count CPU(s) for the servers$reserved"
 fi
-# The servers' CPUs: the first $cpus, in order.
-mapfile -t server_cpus < <(seq 0 $((cpus - 1)))
+# The servers' CPUs: the first $cpus allowed ones.
+server_cpus=("${allowed_cpus[@]:0:cpus}")
 cpuset="$(IFS=,; echo "${server_cpus[*]}")"
 if [[ -n "$client_cpu" ]]; then
     placement="servers on CPU(s) $cpuset, wrk pinned to CPU $client_cpu"

@@ -219,6 +219,20 @@ wait_http() {
     return 1
 }
 
+# allowed_cpus: the CPUs this process may run on (all online ones unless it
+# runs under taskset or a cpuset), one per line, in order.
+allowed_cpus() {
+    local list range
+    list="$(awk '/^Cpus_allowed_list:/ { print $2 }' /proc/self/status)"
+    for range in ${list//,/ }; do
+        if [[ "$range" == *-* ]]; then
+            seq "${range%-*}" "${range#*-}"
+        else
+            echo "$range"
+        fi
+    done
+}
+
 # Start nginx as the benchmarks' HTTP ceiling: `return 200 BODY` with the
 # Content-Type of NexusCache's GET /api/get hit, on 127.0.0.1:PORT, WORKERS
 # worker processes, no access log, keep-alive without a request limit (the
