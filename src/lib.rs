@@ -14,6 +14,8 @@
 
 /// HTTP front end: parse -> route -> op -> response.
 pub mod api;
+/// HTTP/1.1 chunked transfer coding, for requests and origin responses (pure).
+pub mod chunked;
 /// Flags, environment and TOML file, validated once.
 pub mod config;
 /// Control thread: etcd or static membership, ring snapshots for the cores.

@@ -304,6 +304,30 @@ fn chunked_put_over_limit_413() {
     );
 }
 
+/// Chunk sizes whose sum overflows 64 bits are over any limit: a 413, and
+/// the core that parsed them keeps serving (a wrapped sum once let the
+/// second size through and panicked the core on a reversed slice).
+#[test]
+fn chunk_sizes_that_overflow_413_and_the_core_lives() {
+    let n = node();
+    let _g = n.log_on_panic();
+    let k = uniq("chunkwrap");
+    for sizes in ["1\r\nk\r\nffffffffffffffff", "ffffffffffffffff"] {
+        let raw = format!(
+            "PUT /v1/keys/{k} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{sizes}\r\nabc\r\n"
+        );
+        let mut c = n.conn();
+        c.send(raw.as_bytes());
+        let r = c.read_response();
+        assert_error(&r, 413, &format!("chunk sizes {sizes:?}"));
+    }
+    // Every core still answers (connections spread over all of them).
+    for _ in 0..16 {
+        assert_eq!(n.conn().get("/healthz").status, 200);
+    }
+    assert_eq!(n.get(&format!("/v1/keys/{k}")).status, 404);
+}
+
 #[test]
 fn form_value_over_limit_413() {
     let n = node();

@@ -11,12 +11,15 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-/// Response head bytes we accept (interim 1xx heads included).
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-const MAX_HEADERS: usize = 64;
+use crate::chunked::{self, ChunkedError};
+
 /// Chunked framing may add this much over the body (besides the body's own
 /// size again) before we call it abuse.
 const MAX_CHUNK_OVERHEAD: u64 = 64 * 1024;
+
+/// Response head bytes we accept (interim 1xx heads included).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_HEADERS: usize = 64;
 
 /// What a response amounts to so far.
 #[derive(Debug, PartialEq, Eq)]
@@ -145,19 +148,17 @@ pub fn parse_response(buf: &[u8], eof: bool, limit: u64) -> Result<Parsed, Bad> 
                 Ok(Parsed::Incomplete)
             }
         }
-        Framing::Chunked => match walk_chunks(body, limit, |_| {})? {
-            Some(total) => {
-                let mut decoded = Vec::with_capacity(total);
-                walk_chunks(body, limit, |data| decoded.extend_from_slice(data))?;
-                Ok(Parsed::Found(Body::Decoded(decoded)))
-            }
-            None if eof => Err(Bad::Protocol(
+        Framing::Chunked => match chunked::decode(body, limit) {
+            Ok(Some((decoded, _))) => Ok(Parsed::Found(Body::Decoded(decoded))),
+            Ok(None) if eof => Err(Bad::Protocol(
                 "connection closed in the middle of the chunked body".into(),
             )),
-            None if body.len() as u64 > max_chunked_bytes(limit) => Err(Bad::Protocol(
+            Ok(None) if body.len() as u64 > max_chunked_bytes(limit) => Err(Bad::Protocol(
                 "chunked framing takes more bytes than the body allows".into(),
             )),
-            None => Ok(Parsed::Incomplete),
+            Ok(None) => Ok(Parsed::Incomplete),
+            Err(ChunkedError::TooLarge { .. }) => Err(Bad::TooLarge),
+            Err(e) => Err(Bad::Protocol(e.to_string())),
         },
     }
 }
@@ -249,56 +250,6 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Bad> {
         len,
         framing,
     }))
-}
-
-/// Walks a chunked body at the front of `buf`, handing each chunk's data to
-/// `sink`. `Ok(Some(total))` once the last chunk and the trailers are in,
-/// `Ok(None)` while incomplete. Fails as soon as a chunk size takes the total
-/// over `limit`. Skipping data is O(1), so re-walking after each read costs
-/// O(chunks), not O(bytes).
-fn walk_chunks(buf: &[u8], limit: u64, mut sink: impl FnMut(&[u8])) -> Result<Option<usize>, Bad> {
-    let mut total: u64 = 0;
-    let mut pos = 0;
-    loop {
-        let (size_len, size) = match httparse::parse_chunk_size(&buf[pos..]) {
-            Ok(httparse::Status::Complete(found)) => found,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err(Bad::Protocol("bad chunk size line".into())),
-        };
-        pos += size_len;
-        total = match total.checked_add(size) {
-            Some(total) if total <= limit => total,
-            _ => return Err(Bad::TooLarge),
-        };
-        if size == 0 {
-            // Trailer section: header lines up to an empty line.
-            loop {
-                let rest = &buf[pos..];
-                let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") else {
-                    return Ok(None);
-                };
-                pos += line_end + 2;
-                if line_end == 0 {
-                    // total <= limit, and a body that size is in memory.
-                    return Ok(Some(usize::try_from(total).unwrap_or(usize::MAX)));
-                }
-            }
-        }
-        let Some(data_end) = usize::try_from(size)
-            .ok()
-            .and_then(|size| pos.checked_add(size))
-        else {
-            return Err(Bad::TooLarge);
-        };
-        let Some(after) = buf.get(data_end..data_end.saturating_add(2)) else {
-            return Ok(None);
-        };
-        if after != b"\r\n" {
-            return Err(Bad::Protocol("chunk data not followed by CRLF".into()));
-        }
-        sink(&buf[pos..data_end]);
-        pos = data_end + 2;
-    }
 }
 
 /// Up to 64 bytes of network data, for a one-line message (quote it with

@@ -6,6 +6,7 @@
 //! a server must enforce (RFC 9112 §6): one Content-Length or chunked, never
 //! both, and limits on everything a client controls.
 
+use crate::chunked::{self, ChunkedError};
 use crate::error::ApiError;
 
 /// Head bytes we accept before answering 431.
@@ -173,49 +174,15 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, ApiError> {
     }))
 }
 
-/// Decode a chunked body from the front of `buf` (which starts right after
-/// the head). `Ok(None)`: incomplete. `Ok(Some((body, consumed)))` otherwise.
-/// Fails once the decoded size would pass `limit`, before buffering more.
+/// Decodes a chunked request body at the front of `buf` (see
+/// [`crate::chunked`]): `Ok(Some((body, bytes consumed)))`, `Ok(None)` while
+/// incomplete. A body over `limit` is refused from the chunk sizes, before
+/// its data arrives.
 pub fn decode_chunked(buf: &[u8], limit: u64) -> Result<Option<(Vec<u8>, usize)>, ApiError> {
-    let mut body = Vec::new();
-    let mut pos = 0;
-    loop {
-        let (size_len, size) = match httparse::parse_chunk_size(&buf[pos..]) {
-            Ok(httparse::Status::Complete(found)) => found,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err(ApiError::Malformed("bad chunk size line".into())),
-        };
-        pos += size_len;
-        if body.len() as u64 + size > limit {
-            return Err(ApiError::BodyTooLarge {
-                len: body.len() as u64 + size,
-                limit,
-            });
-        }
-        if size == 0 {
-            // Trailer section: zero or more header lines, then CRLF.
-            loop {
-                let rest = &buf[pos..];
-                let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") else {
-                    return Ok(None);
-                };
-                pos += line_end + 2;
-                if line_end == 0 {
-                    return Ok(Some((body, pos)));
-                }
-            }
-        }
-        let size = size as usize;
-        if buf.len() < pos + size + 2 {
-            return Ok(None);
-        }
-        body.extend_from_slice(&buf[pos..pos + size]);
-        pos += size;
-        if &buf[pos..pos + 2] != b"\r\n" {
-            return Err(ApiError::Malformed("chunk not followed by CRLF".into()));
-        }
-        pos += 2;
-    }
+    chunked::decode(buf, limit).map_err(|e| match e {
+        ChunkedError::TooLarge { len } => ApiError::BodyTooLarge { len, limit },
+        other => ApiError::Malformed(other.to_string()),
+    })
 }
 
 fn truncate(s: &str) -> &str {
