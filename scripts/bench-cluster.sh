@@ -46,16 +46,12 @@ cores=1
 protocols="http grpc"
 build=1
 
-need_int() {
-    if ! [[ "$2" =~ ^[0-9]+$ ]] || { (("$2" == 0)) && [[ "$1" != --warmup ]]; }; then
-        die "$1 needs a positive integer, got '$2'"
-    fi
-}
 while (($#)); do
     case "$1" in
     --keys | --value-size | --duration | --warmup | --concurrency | --rounds | --cores)
         (($# >= 2)) || die "$1 needs a value"
-        need_int "$1" "$2"
+        # --warmup 0 skips the warm-up; every other value must be positive.
+        need_int "$1" "$2" "$([[ "$1" == --warmup ]] && echo 0 || echo 1)"
         case "$1" in
         --keys) keys="$2" ;;
         --value-size) value_size="$2" ;;

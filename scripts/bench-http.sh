@@ -50,11 +50,6 @@ strict=0
 shared_cpus=0
 cores_arg=""
 
-need_int() {
-    if ! [[ "$2" =~ ^[0-9]+$ ]] || (("$2" == 0)); then
-        die "$1 needs a positive integer, got '$2'"
-    fi
-}
 while (($#)); do
     case "$1" in
     --keys | --value-size | --duration | --connections | --threads | --warmup | --rounds | --cores)

@@ -31,11 +31,6 @@ items=1000000
 value_size=100
 build=1
 PREFIX="key:"
-need_int() {
-    if ! [[ "$2" =~ ^[0-9]+$ ]] || (("$2" == 0)); then
-        die "$1 needs a positive integer, got '$2'"
-    fi
-}
 while (($#)); do
     case "$1" in
     --items | --value-size)
@@ -59,13 +54,7 @@ bash scripts/setup.sh
 for c in memcached redis-server redis-cli curl python3; do
     command -v "$c" >/dev/null 2>&1 || die "$c not found after scripts/setup.sh"
 done
-if ((build)); then
-    release_bins 1 nexuscache nexuscache-bench
-fi
-nc_bin="${NC_BIN:-$(cargo_target_dir)/release/nexuscache}"
-bench_bin="${NC_BENCH_BIN:-$(cargo_target_dir)/release/nexuscache-bench}"
-[[ -x "$nc_bin" ]] || die "$nc_bin not found (drop --no-build to build it)"
-[[ -x "$bench_bin" ]] || die "$bench_bin not found (drop --no-build to build it)"
+node_and_bench_bins "$build"
 raise_memlock
 check_io_uring
 

@@ -51,11 +51,6 @@ quick=0
 build=1
 duration=""
 warmup=""
-need_int() {
-    if ! [[ "$2" =~ ^[0-9]+$ ]] || (("$2" == 0 && ${3:-1})); then
-        die "$1 needs a positive integer, got '$2'"
-    fi
-}
 while (($#)); do
     case "$1" in
     --quick) quick=1 ;;
@@ -98,13 +93,7 @@ done
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 etcd_bin="$(command -v etcd)"
 
-if ((build)); then
-    release_bins 1 nexuscache nexuscache-bench
-fi
-nc_bin="${NC_BIN:-$(cargo_target_dir)/release/nexuscache}"
-bench_bin="${NC_BENCH_BIN:-$(cargo_target_dir)/release/nexuscache-bench}"
-[[ -x "$nc_bin" ]] || die "$nc_bin not found (drop --no-build to build it)"
-[[ -x "$bench_bin" ]] || die "$bench_bin not found (drop --no-build to build it)"
+node_and_bench_bins "$build"
 raise_memlock
 check_io_uring
 

@@ -139,6 +139,29 @@ release_bins() {
     done
 }
 
+# node_and_bench_bins BUILD: release_bins for nexuscache and nexuscache-bench
+# when BUILD is 1, then sets nc_bin and bench_bin (NC_BIN / NC_BENCH_BIN
+# override them) and checks both are there.
+node_and_bench_bins() {
+    if (($1)); then
+        release_bins 1 nexuscache nexuscache-bench
+    fi
+    nc_bin="${NC_BIN:-$(cargo_target_dir)/release/nexuscache}"
+    bench_bin="${NC_BENCH_BIN:-$(cargo_target_dir)/release/nexuscache-bench}"
+    [[ -x "$nc_bin" ]] || die "$nc_bin not found (drop --no-build to build it)"
+    [[ -x "$bench_bin" ]] || die "$bench_bin not found (drop --no-build to build it)"
+}
+
+# need_int FLAG VALUE [MIN]: die unless VALUE is an integer >= MIN (default
+# 1), for the benchmark scripts' numeric flags.
+need_int() {
+    local min="${3:-1}" kind="a positive integer"
+    ((min == 0)) && kind="a non-negative integer"
+    if ! [[ "$2" =~ ^[0-9]+$ ]] || (("$2" < min)); then
+        die "$1 needs $kind, got '$2'"
+    fi
+}
+
 # --- glommio prerequisites ---------------------------------------------------
 # raise_memlock: glommio registers io_uring buffers in locked memory and needs
 # at least 512 KiB of `ulimit -l` per executor (one executor per core). Must be

@@ -250,16 +250,7 @@ pub fn decode_request(
 }
 
 fn checked_key(key: Vec<u8>, limits: &Limits) -> Result<Box<[u8]>, ApiError> {
-    if key.is_empty() {
-        return Err(ApiError::MissingKey);
-    }
-    if key.len() > limits.max_key_bytes {
-        return Err(ApiError::KeyTooLong {
-            len: key.len(),
-            limit: limits.max_key_bytes,
-            in_url: false,
-        });
-    }
+    limits.check_key(&key, false)?;
     Ok(key.into_boxed_slice())
 }
 

@@ -73,6 +73,22 @@ impl Limits {
         }
     }
 
+    /// A key is present and within `--max-key-bytes`, whatever the protocol
+    /// (`in_url`: it came in the request target, which decides 414 vs 400).
+    pub fn check_key(&self, key: &[u8], in_url: bool) -> Result<(), ApiError> {
+        if key.is_empty() {
+            return Err(ApiError::MissingKey);
+        }
+        if key.len() > self.max_key_bytes {
+            return Err(ApiError::KeyTooLong {
+                len: key.len(),
+                limit: self.max_key_bytes,
+                in_url,
+            });
+        }
+        Ok(())
+    }
+
     /// Error for a body of `len` bytes over [`Limits::max_body`].
     pub fn body_error(&self, head: &RequestHead<'_>, len: u64) -> ApiError {
         let limit = self.max_body(head);
@@ -232,16 +248,7 @@ fn route_v1(
 }
 
 fn checked_key(key: &[u8], limits: &Limits, in_url: bool) -> Result<Box<[u8]>, ApiError> {
-    if key.is_empty() {
-        return Err(ApiError::MissingKey);
-    }
-    if key.len() > limits.max_key_bytes {
-        return Err(ApiError::KeyTooLong {
-            len: key.len(),
-            limit: limits.max_key_bytes,
-            in_url,
-        });
-    }
+    limits.check_key(key, in_url)?;
     Ok(Box::from(key))
 }
 
