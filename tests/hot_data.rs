@@ -433,6 +433,10 @@ fn b_no_node_returns_an_old_value_after_a_write_or_delete_is_acknowledged() {
             .request(method, target, body)
             .unwrap_or_else(|e| panic!("node {}: {method} {target}: {e}", names[n]))
     };
+    // `GET /api/get?key=<key>` through node `n`.
+    let get_via = |clients: &mut [Client], n: usize, key: &str| {
+        req(clients, n, "GET", &cluster_common::get_target(key), b"")
+    };
 
     // 100 hot writes, each through a random node and API, each read back
     // through every node right after its ack.
@@ -459,13 +463,7 @@ fn b_no_node_returns_an_old_value_after_a_write_or_delete_is_acknowledged() {
         };
         assert_ok(&r, &format!("#{i}: hot set {key}={value} via {}", names[w]));
         for (n, name) in names.iter().enumerate() {
-            let r = req(
-                &mut clients,
-                n,
-                "GET",
-                &cluster_common::get_target(key),
-                b"",
-            );
+            let r = get_via(&mut clients, n, key);
             assert_value(
                 &r,
                 &value,
@@ -495,13 +493,7 @@ fn b_no_node_returns_an_old_value_after_a_write_or_delete_is_acknowledged() {
             r.describe()
         );
         for (n, name) in names.iter().enumerate() {
-            let r = req(
-                &mut clients,
-                n,
-                "GET",
-                &cluster_common::get_target(key),
-                b"",
-            );
+            let r = get_via(&mut clients, n, key);
             assert_miss(
                 &r,
                 &format!("get {key} via {name} after the delete via {}", names[w]),
@@ -527,13 +519,7 @@ fn b_no_node_returns_an_old_value_after_a_write_or_delete_is_acknowledged() {
         );
         assert_ok(&r, &format!("hot set {key} via {}", names[w1]));
         for (n, name) in names.iter().enumerate() {
-            let r = req(
-                &mut clients,
-                n,
-                "GET",
-                &cluster_common::get_target(key),
-                b"",
-            );
+            let r = get_via(&mut clients, n, key);
             assert_value(
                 &r,
                 "hot-one",
@@ -549,13 +535,7 @@ fn b_no_node_returns_an_old_value_after_a_write_or_delete_is_acknowledged() {
         );
         assert_ok(&r, &format!("plain set {key} via {}", names[w2]));
         for (n, name) in names.iter().enumerate() {
-            let r = req(
-                &mut clients,
-                n,
-                "GET",
-                &cluster_common::get_target(key),
-                b"",
-            );
+            let r = get_via(&mut clients, n, key);
             assert_value(
                 &r,
                 "plain-two",
@@ -591,13 +571,7 @@ fn b_no_node_returns_an_old_value_after_a_write_or_delete_is_acknowledged() {
             r.describe()
         );
         for (n, name) in names.iter().enumerate() {
-            let r = req(
-                &mut clients,
-                n,
-                "GET",
-                &cluster_common::get_target(key),
-                b"",
-            );
+            let r = get_via(&mut clients, n, key);
             assert_miss(
                 &r,
                 &format!("get {key} via {name} after a v1 delete via {}", names[w3]),
@@ -608,13 +582,7 @@ fn b_no_node_returns_an_old_value_after_a_write_or_delete_is_acknowledged() {
     // Without an origin a miss stays a 404 on every node.
     let never = uniq("never-set");
     for (n, name) in names.iter().enumerate() {
-        let r = req(
-            &mut clients,
-            n,
-            "GET",
-            &cluster_common::get_target(&never),
-            b"",
-        );
+        let r = get_via(&mut clients, n, &never);
         assert_miss(
             &r,
             &format!("get of a never-set key via {name} without an origin"),
