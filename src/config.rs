@@ -13,6 +13,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use crate::api::http::route::MAX_TTL_SECONDS;
+use crate::auth::Credentials;
 use crate::error::StartupError;
 use crate::origin::OriginTemplate;
 
@@ -42,6 +43,31 @@ pub const DEFAULT_HOT_AUTO_TTL_MS: u64 = 5000;
 pub const DEFAULT_ORIGIN_TTL_SECS: u64 = 300;
 pub const DEFAULT_ORIGIN_TIMEOUT_MS: u64 = 1000;
 pub const DEFAULT_ORIGIN_CONCURRENCY: usize = 64;
+/// Client connections (HTTP and gRPC together) a node holds at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Members a ring may have, so `/setpeer` or etcd cannot grow it unbounded.
+pub const DEFAULT_MAX_RING_MEMBERS: usize = 256;
+
+/// Upper bounds checked at start-up, so no duration can overflow an
+/// `Instant` and no size an allocation later.
+pub mod bounds {
+    /// Idle, header and shutdown timeouts, the lease: one day.
+    pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+    /// Peer timeouts, the sweep period and automatic-copy lifetime: one hour.
+    pub const MAX_MILLIS: u64 = 3_600_000;
+    /// The whole node's cache budget: 1 TiB.
+    pub const MAX_MEMORY_BYTES: u64 = 1 << 40;
+    /// Connections one node accepts.
+    pub const MAX_CONNECTIONS: usize = 1_000_000;
+    /// Members a ring may be configured to hold.
+    pub const MAX_RING_MEMBERS: usize = 4096;
+    /// Tokens or cluster secrets one node accepts at once.
+    pub const MAX_CREDENTIALS: usize = 16;
+    /// Shortest token or cluster secret accepted: guessing must not pay.
+    pub const MIN_CREDENTIAL_BYTES: usize = 16;
+    /// Longest token or cluster secret (it travels in a header).
+    pub const MAX_CREDENTIAL_BYTES: usize = 512;
+}
 
 /// Flags of `nexuscache serve`. Every one can also come from the environment
 /// variable named beside it, or from the `--config` file under the same name
@@ -153,6 +179,45 @@ pub struct ServeArgs {
     /// (at least one each) [default: 64].
     #[arg(long, env = "NEXUSCACHE_ORIGIN_CONCURRENCY", value_name = "N")]
     pub origin_concurrency: Option<usize>,
+    /// Bearer token(s) every client must send (`Authorization: Bearer
+    /// <token>`, gRPC metadata `authorization`), comma-separated: all are
+    /// valid at once, so a token can be rotated [default: none, no auth].
+    #[arg(long, env = "NEXUSCACHE_AUTH_TOKEN", value_name = "TOKEN[,TOKEN]")]
+    pub auth_token: Option<String>,
+    /// File with the bearer token(s), one per line (`#` comments); read at
+    /// start-up, merged with --auth-token.
+    #[arg(long, env = "NEXUSCACHE_AUTH_TOKEN_FILE", value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Secret shared by the nodes of a cluster, comma-separated for
+    /// rotation (this node sends the first, accepts any): only callers that
+    /// prove it may replicate, forward or keep copies [default: none].
+    #[arg(
+        long,
+        env = "NEXUSCACHE_CLUSTER_SECRET",
+        value_name = "SECRET[,SECRET]"
+    )]
+    pub cluster_secret: Option<String>,
+    /// File with the cluster secret(s), one per line, merged with --cluster-secret.
+    #[arg(long, env = "NEXUSCACHE_CLUSTER_SECRET_FILE", value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Serve /metrics without the token even when one is set.
+    #[arg(long, env = "NEXUSCACHE_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+    /// Start on a non-loopback address without a token or cluster secret
+    /// (protected mode refuses to otherwise).
+    #[arg(long, env = "NEXUSCACHE_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Let `/setpeer addr=...` add members that are not in --peers, or move
+    /// one to another address (static membership only).
+    #[arg(long, env = "NEXUSCACHE_ALLOW_SETPEER_ADDR")]
+    pub allow_setpeer_addr: bool,
+    /// Most members a ring may hold; more are refused [default: 256].
+    #[arg(long, env = "NEXUSCACHE_MAX_RING_MEMBERS", value_name = "N")]
+    pub max_ring_members: Option<usize>,
+    /// Most client connections (HTTP and gRPC) the node holds at once,
+    /// split evenly over its cores; more are closed at once [default: 4096].
+    #[arg(long, env = "NEXUSCACHE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -193,6 +258,15 @@ pub struct FileConfig {
     pub negative_ttl: Option<u64>,
     pub origin_timeout_ms: Option<u64>,
     pub origin_concurrency: Option<usize>,
+    pub auth_token: Option<String>,
+    pub auth_token_file: Option<PathBuf>,
+    pub cluster_secret: Option<String>,
+    pub cluster_secret_file: Option<PathBuf>,
+    pub metrics_public: Option<bool>,
+    pub insecure_no_auth: Option<bool>,
+    pub allow_setpeer_addr: Option<bool>,
+    pub max_ring_members: Option<usize>,
+    pub max_connections: Option<usize>,
 }
 
 /// A size in a TOML file may be a number of bytes or a string with a suffix.
@@ -252,6 +326,26 @@ pub struct Config {
     pub negative_ttl_secs: u64,
     pub origin_timeout_ms: u64,
     pub origin_concurrency: usize,
+    /// Client tokens and cluster secrets, as loaded (never printed).
+    pub credentials: Credentials,
+    /// Where the credentials came from, so `--print-config` round-trips
+    /// without writing a secret into its output.
+    pub credential_sources: CredentialSources,
+    pub metrics_public: bool,
+    pub insecure_no_auth: bool,
+    pub allow_setpeer_addr: bool,
+    pub max_ring_members: usize,
+    pub max_connections: usize,
+}
+
+/// The files tokens and secrets were read from (inline values are not
+/// kept here: `--print-config` must not print a secret).
+#[derive(Debug, Clone, Default)]
+pub struct CredentialSources {
+    pub auth_token_file: Option<PathBuf>,
+    pub cluster_secret_file: Option<PathBuf>,
+    /// A token or secret was given inline (flag, env or file field).
+    pub inline: bool,
 }
 
 impl Config {
@@ -329,6 +423,20 @@ impl Config {
         }
     }
 
+    /// Each core's share of `--max-connections` (at least one).
+    pub fn max_connections_per_core(&self) -> usize {
+        (self.max_connections / self.cores()).max(1)
+    }
+
+    /// Unsent response bytes after which an HTTP connection stops reading
+    /// until the client takes them: two of the largest values, at least
+    /// 4 MiB.
+    pub fn max_unsent_bytes(&self) -> usize {
+        let two_values =
+            usize::try_from(self.max_value_bytes.saturating_mul(2)).unwrap_or(usize::MAX);
+        two_values.max(4 << 20)
+    }
+
     /// The effective settings in the `--config` file format, so the output
     /// can be saved and loaded back as it is.
     pub fn to_toml(&self) -> String {
@@ -372,8 +480,28 @@ impl Config {
             negative_ttl: Some(self.negative_ttl_secs),
             origin_timeout_ms: Some(self.origin_timeout_ms),
             origin_concurrency: Some(self.origin_concurrency),
+            // Secrets are never printed: files are named, inline values are
+            // left out (a note in the output says so).
+            auth_token: None,
+            auth_token_file: self.credential_sources.auth_token_file.clone(),
+            cluster_secret: None,
+            cluster_secret_file: self.credential_sources.cluster_secret_file.clone(),
+            metrics_public: Some(self.metrics_public),
+            insecure_no_auth: Some(self.insecure_no_auth),
+            allow_setpeer_addr: Some(self.allow_setpeer_addr),
+            max_ring_members: Some(self.max_ring_members),
+            max_connections: Some(self.max_connections),
         };
-        toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let body =
+            toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"));
+        if self.credential_sources.inline {
+            format!(
+                "# a token or cluster secret was given inline; it is not printed: \
+                 give it again, or use auth_token_file / cluster_secret_file\n{body}"
+            )
+        } else {
+            body
+        }
     }
 
     /// Resolve flags (with env already folded in by clap) over the optional
@@ -470,7 +598,39 @@ impl Config {
             .filter(|e| !e.is_empty())
             .collect();
 
+        let auth_token_file = args.auth_token_file.clone().or(file.auth_token_file);
+        let cluster_secret_file = args
+            .cluster_secret_file
+            .clone()
+            .or(file.cluster_secret_file);
+        let auth_token = args.auth_token.clone().or(file.auth_token);
+        let cluster_secret = args.cluster_secret.clone().or(file.cluster_secret);
+        let credentials = Credentials::load(
+            auth_token.as_deref(),
+            auth_token_file.as_deref(),
+            cluster_secret.as_deref(),
+            cluster_secret_file.as_deref(),
+        )?;
+        let credential_sources = CredentialSources {
+            auth_token_file,
+            cluster_secret_file,
+            inline: auth_token.is_some() || cluster_secret.is_some(),
+        };
+
         let config = Config {
+            credentials,
+            credential_sources,
+            metrics_public: args.metrics_public || file.metrics_public.unwrap_or(false),
+            insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
+            allow_setpeer_addr: args.allow_setpeer_addr || file.allow_setpeer_addr.unwrap_or(false),
+            max_ring_members: args
+                .max_ring_members
+                .or(file.max_ring_members)
+                .unwrap_or(DEFAULT_MAX_RING_MEMBERS),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
             bind,
             http_port,
             grpc_port,
@@ -619,6 +779,8 @@ impl Config {
         if self.origin_concurrency == 0 || self.origin_concurrency > 65_536 {
             return Err(invalid("--origin-concurrency", "must be 1 to 65536"));
         }
+        self.validate_bounds()?;
+        self.validate_protected_mode()?;
         // A shard smaller than the largest entry is allowed (such writes
         // get 413), but a shard that cannot hold anything is a mistake.
         if self.shard_capacity() < MIN_SHARD_BYTES {
@@ -632,6 +794,96 @@ impl Config {
                     MIN_SHARD_BYTES
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Upper bounds on every duration, size and count, so nothing
+    /// overflows an `Instant` or an allocation once the node runs.
+    fn validate_bounds(&self) -> Result<(), StartupError> {
+        use bounds::*;
+        if self.ttl_jitter_max_secs > MAX_TTL_SECONDS {
+            return Err(invalid(
+                "--ttl-jitter-max",
+                format!("must be at most {MAX_TTL_SECONDS} seconds (three days)"),
+            ));
+        }
+        let secs = [
+            ("--idle-timeout", self.idle_timeout_secs),
+            ("--header-timeout", self.header_timeout_secs),
+            ("--shutdown-grace", self.shutdown_grace_secs),
+            ("--lease-ttl", self.lease_ttl_secs),
+        ];
+        for (flag, value) in secs {
+            if value > MAX_TIMEOUT_SECS {
+                return Err(invalid(
+                    flag,
+                    format!("{value} s is over the {MAX_TIMEOUT_SECS} s (one day) limit"),
+                ));
+            }
+        }
+        let millis = [
+            ("--sweep-interval-ms", self.sweep_interval_ms),
+            ("--peer-connect-timeout-ms", self.peer_connect_timeout_ms),
+            ("--peer-timeout-ms", self.peer_timeout_ms),
+            ("--hot-auto-ttl-ms", self.hot_auto_ttl_ms),
+        ];
+        for (flag, value) in millis {
+            if value > MAX_MILLIS {
+                return Err(invalid(
+                    flag,
+                    format!("{value} ms is over the {MAX_MILLIS} ms (one hour) limit"),
+                ));
+            }
+        }
+        if self.max_memory > MAX_MEMORY_BYTES {
+            return Err(invalid("--max-memory", "must be at most 1TiB"));
+        }
+        if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS {
+            return Err(invalid(
+                "--max-connections",
+                format!("must be 1 to {MAX_CONNECTIONS}"),
+            ));
+        }
+        if self.max_connections < self.cores() {
+            return Err(invalid(
+                "--max-connections",
+                format!("must be at least one per core ({})", self.cores()),
+            ));
+        }
+        if self.max_ring_members < 1 || self.max_ring_members > MAX_RING_MEMBERS {
+            return Err(invalid(
+                "--max-ring-members",
+                format!("must be 1 to {MAX_RING_MEMBERS}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Redis's protected mode: a node that other hosts can reach does not
+    /// start open unless the operator says so.
+    fn validate_protected_mode(&self) -> Result<(), StartupError> {
+        if self.insecure_no_auth || self.bind.is_loopback() {
+            return Ok(());
+        }
+        if !self.credentials.token_required() {
+            return Err(StartupError::Config(format!(
+                "protected mode: --bind {} is reachable from other hosts and no client token \
+                 is set; set --auth-token-file (or --auth-token), or pass --insecure-no-auth \
+                 to serve without authentication",
+                self.bind
+            )));
+        }
+        let clustered = !self.etcd.is_empty() || !self.peers.trim().is_empty();
+        if clustered && !self.credentials.has_cluster_secret() {
+            return Err(StartupError::Config(format!(
+                "protected mode: --bind {} is reachable from other hosts and this node has \
+                 peers but no cluster secret; set --cluster-secret-file (or \
+                 --cluster-secret) on every node, or pass --insecure-no-auth",
+                self.bind
+            )));
         }
         Ok(())
     }
@@ -775,5 +1027,117 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::resolve(&args, &online).is_err());
+    }
+
+    #[test]
+    fn every_duration_and_count_has_an_upper_bound() {
+        let online = [0];
+        let cases: [(&str, ServeArgs); 7] = [
+            (
+                "--idle-timeout",
+                ServeArgs {
+                    idle_timeout: Some(u64::MAX),
+                    ..Default::default()
+                },
+            ),
+            (
+                "--header-timeout",
+                ServeArgs {
+                    header_timeout: Some(86_401),
+                    ..Default::default()
+                },
+            ),
+            (
+                "--shutdown-grace",
+                ServeArgs {
+                    shutdown_grace: Some(u64::MAX),
+                    ..Default::default()
+                },
+            ),
+            (
+                "--peer-timeout-ms",
+                ServeArgs {
+                    peer_timeout_ms: Some(u64::MAX),
+                    ..Default::default()
+                },
+            ),
+            (
+                "--sweep-interval-ms",
+                ServeArgs {
+                    sweep_interval_ms: Some(u64::MAX),
+                    ..Default::default()
+                },
+            ),
+            (
+                "--max-connections",
+                ServeArgs {
+                    max_connections: Some(0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "--max-ring-members",
+                ServeArgs {
+                    max_ring_members: Some(1 << 20),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (flag, args) in cases {
+            let err = Config::resolve(&args, &online).unwrap_err().to_string();
+            assert!(err.contains(flag), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn protected_mode_refuses_an_open_node_on_a_shared_network() {
+        let online = [0];
+        let open = ServeArgs {
+            bind: Some(IpAddr::from([10, 0, 0, 1])),
+            ..Default::default()
+        };
+        let err = Config::resolve(&open, &online).unwrap_err().to_string();
+        assert!(
+            err.contains("--auth-token-file") && err.contains("--insecure-no-auth"),
+            "{err}"
+        );
+        let with_token = ServeArgs {
+            auth_token: Some("a-token-of-enough-length".into()),
+            ..open.clone()
+        };
+        Config::resolve(&with_token, &online).expect("a token is enough for one node");
+        let clustered = ServeArgs {
+            peers: Some("b=10.0.0.2:9999".into()),
+            ..with_token.clone()
+        };
+        let err = Config::resolve(&clustered, &online)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--cluster-secret"), "{err}");
+        let insecure = ServeArgs {
+            insecure_no_auth: true,
+            ..open
+        };
+        Config::resolve(&insecure, &online).expect("explicitly insecure");
+        let loopback = ServeArgs::default();
+        assert!(!Config::resolve(&loopback, &online)
+            .unwrap()
+            .credentials
+            .token_required());
+    }
+
+    #[test]
+    fn print_config_never_prints_a_secret() {
+        let args = ServeArgs {
+            auth_token: Some("a-token-of-enough-length".into()),
+            cluster_secret: Some("a-secret-of-enough-length".into()),
+            ..Default::default()
+        };
+        let text = Config::resolve(&args, &[0]).unwrap().to_toml();
+        assert!(!text.contains("enough-length"), "{text}");
+        assert!(
+            text.starts_with("# a token or cluster secret was given inline"),
+            "{text}"
+        );
     }
 }

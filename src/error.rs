@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use crate::auth::AuthError;
 use crate::control::ControlError;
 use crate::grpc::status::Code;
 use crate::ops::Reply;
@@ -61,6 +62,10 @@ pub enum ApiError {
     PeerNotFound(String),
     #[error("membership change failed: {0}")]
     ControlUnavailable(String),
+    /// No valid token, or a peer-only call from a caller without the
+    /// cluster secret.
+    #[error("{0}")]
+    Auth(#[from] AuthError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -83,6 +88,8 @@ impl ApiError {
             | ApiError::OwnerUnavailable { .. }
             | ApiError::ReplicaNotUpdated { .. }
             | ApiError::ControlUnavailable(_) => 503,
+            ApiError::Auth(AuthError::MissingToken | AuthError::InvalidToken) => 401,
+            ApiError::Auth(AuthError::PeerOnly(_)) => 403,
             ApiError::Internal(_) => 500,
         }
     }
@@ -105,6 +112,10 @@ impl ApiError {
             | ApiError::ReplicaNotUpdated { .. }
             | ApiError::Origin(_)
             | ApiError::ControlUnavailable(_) => Code::Unavailable,
+            ApiError::Auth(AuthError::MissingToken | AuthError::InvalidToken) => {
+                Code::Unauthenticated
+            }
+            ApiError::Auth(AuthError::PeerOnly(_)) => Code::PermissionDenied,
             ApiError::Internal(_) => Code::Internal,
         }
     }

@@ -14,6 +14,8 @@
 
 /// HTTP front end: parse -> route -> op -> response.
 pub mod api;
+/// Client tokens and the cluster secret: who may call what (pure).
+pub mod auth;
 /// HTTP/1.1 chunked transfer coding, for requests and origin responses (pure).
 pub mod chunked;
 /// Flags, environment and TOML file, validated once.

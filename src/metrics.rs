@@ -217,6 +217,10 @@ pub struct CoreMetrics {
     cross_core: Cell<u64>,
     connections_active: Cell<u64>,
     connections_total: Cell<u64>,
+    connections_rejected: Cell<u64>,
+    /// Bytes held in connection buffers (HTTP in/out, h2 partial messages).
+    connection_buffer_bytes: Cell<u64>,
+    auth_failures: Cell<u64>,
     tiers: TierCounters,
 }
 
@@ -232,6 +236,9 @@ impl Default for CoreMetrics {
             cross_core: Cell::new(0),
             connections_active: Cell::new(0),
             connections_total: Cell::new(0),
+            connections_rejected: Cell::new(0),
+            connection_buffer_bytes: Cell::new(0),
+            auth_failures: Cell::new(0),
             tiers: TierCounters::default(),
         }
     }
@@ -312,6 +319,29 @@ impl CoreMetrics {
             .set(self.connections_active.get().saturating_sub(1));
     }
 
+    /// A connection closed at once because the core is at its share of
+    /// `--max-connections` or the process ran out of file descriptors.
+    pub fn connection_rejected(&self) {
+        bump(&self.connections_rejected, 1);
+    }
+
+    /// A connection's buffers grew (`grown`) or shrank (`shrunk`) by bytes.
+    pub fn connection_buffers_changed(&self, grown: usize, shrunk: usize) {
+        let held = self.connection_buffer_bytes.get() + grown as u64;
+        self.connection_buffer_bytes
+            .set(held.saturating_sub(shrunk as u64));
+    }
+
+    /// Bytes this core's connections hold in buffers right now.
+    pub fn connection_buffer_bytes(&self) -> u64 {
+        self.connection_buffer_bytes.get()
+    }
+
+    /// A request refused for a missing or wrong token or cluster secret.
+    pub fn record_auth_failure(&self) {
+        bump(&self.auth_failures, 1);
+    }
+
     pub fn snapshot(&self, core: usize) -> CoreSnapshot {
         CoreSnapshot {
             core,
@@ -329,6 +359,9 @@ impl CoreMetrics {
             cross_core: self.cross_core.get(),
             connections_active: self.connections_active.get(),
             connections_total: self.connections_total.get(),
+            connections_rejected: self.connections_rejected.get(),
+            connection_buffer_bytes: self.connection_buffer_bytes.get(),
+            auth_failures: self.auth_failures.get(),
             peer_requests: self
                 .peer_requests
                 .borrow()
@@ -376,6 +409,9 @@ pub struct CoreSnapshot {
     pub cross_core: u64,
     pub connections_active: u64,
     pub connections_total: u64,
+    pub connections_rejected: u64,
+    pub connection_buffer_bytes: u64,
+    pub auth_failures: u64,
     pub peer_requests: Vec<(String, OpKind, PeerOutcome, u64)>,
     pub peer_latency: Vec<(String, OpKind, LatencyCounts)>,
     pub ring_members: u64,
@@ -521,7 +557,7 @@ pub fn render(cores: &[(ShardStats, CoreSnapshot)]) -> String {
     ));
     let c = MetricType::COUNTER;
     let g = MetricType::GAUGE;
-    let specs: [PerCoreSpec; 17] = [
+    let specs: [PerCoreSpec; 20] = [
         (
             "nexuscache_cache_size_bytes",
             "Bytes charged to cached entries (key + value + per-entry overhead).",
@@ -581,6 +617,24 @@ pub fn render(cores: &[(ShardStats, CoreSnapshot)]) -> String {
             "Client connections accepted by this core.",
             c,
             |_, m| m.connections_total,
+        ),
+        (
+            "nexuscache_connections_rejected_total",
+            "Connections closed at accept: the core's share of --max-connections was in use, or the process was out of file descriptors.",
+            c,
+            |_, m| m.connections_rejected,
+        ),
+        (
+            "nexuscache_connection_buffer_bytes",
+            "Bytes held in this core's connection buffers (HTTP input and unsent output, HTTP/2 partly received messages).",
+            g,
+            |_, m| m.connection_buffer_bytes,
+        ),
+        (
+            "nexuscache_auth_failures_total",
+            "Requests refused for a missing or wrong token, or a peer-only call without the cluster secret.",
+            c,
+            |_, m| m.auth_failures,
         ),
         (
             "nexuscache_hot_items",

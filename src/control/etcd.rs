@@ -471,6 +471,17 @@ impl Node {
                 }
                 let _ = reply.send(result);
             }
+            Command::RemovePeer { name, reply } => {
+                let removed = !self.membership.is_self(&name) && self.membership.remove(&name);
+                if removed {
+                    self.publish();
+                }
+                let _ = reply.send(if removed {
+                    Ok(())
+                } else {
+                    Err(ControlError::Config(format!("{name:?} is not a member")))
+                });
+            }
         }
     }
 
@@ -509,6 +520,11 @@ impl Node {
     fn refuse(&self, command: Command, last_error: &str) {
         match command {
             Command::SetPeer { reply, .. } => {
+                let _ = reply.send(Err(ControlError::Unavailable {
+                    last_error: last_error.to_owned(),
+                }));
+            }
+            Command::RemovePeer { reply, .. } => {
                 let _ = reply.send(Err(ControlError::Unavailable {
                     last_error: last_error.to_owned(),
                 }));

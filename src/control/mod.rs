@@ -126,6 +126,11 @@ enum Command {
         addr: Option<String>,
         reply: oneshot::Sender<Result<Member, ControlError>>,
     },
+    /// Take a member out of this node's ring (`/removepeer`).
+    RemovePeer {
+        name: String,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
 }
 
 /// What the control thread reports about itself, readable from any thread.
@@ -208,6 +213,24 @@ impl ControlClient {
         let sent = self.commands.send(Command::SetPeer {
             name: name.to_owned(),
             addr: addr.map(str::to_owned),
+            reply,
+        });
+        async move {
+            sent.map_err(|_| ControlError::Stopped)?;
+            answer.await.map_err(|_| ControlError::Stopped)?
+        }
+    }
+}
+
+impl ControlClient {
+    /// Takes `name` out of this node's ring (see the README's `/removepeer`).
+    pub fn remove_peer(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<(), ControlError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.commands.send(Command::RemovePeer {
+            name: name.to_owned(),
             reply,
         });
         async move {
@@ -383,6 +406,18 @@ async fn run_static(
                     if result.is_ok() {
                         board.publish(members.ring());
                     }
+                    let _ = reply.send(result);
+                }
+                Command::RemovePeer { name, reply } => {
+                    let result = if members.is_self(&name) {
+                        Err(ControlError::Config(format!("{name:?} is this node")))
+                    } else if members.remove(&name) {
+                        board.publish(members.ring());
+                        info!(member = %name, "remove_peer: static peer removed");
+                        Ok(())
+                    } else {
+                        Err(ControlError::Config(format!("{name:?} is not a member")))
+                    };
                     let _ = reply.send(result);
                 }
             },
