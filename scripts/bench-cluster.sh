@@ -106,6 +106,7 @@ etcd_peer="${ports[1]}"
 http_ports=("${ports[2]}" "${ports[3]}" "${ports[4]}")
 grpc_ports=("${ports[5]}" "${ports[6]}" "${ports[7]}")
 cluster_start_etcd "$work" "$etcd_client" "$etcd_peer"
+cluster_generate_secret "$work"
 for i in 0 1 2; do
     cluster_start_node "$node_bin" "$work" "${http_ports[$i]}" "${grpc_ports[$i]}" "$etcd_client" "$cores"
 done

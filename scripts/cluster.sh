@@ -15,8 +15,10 @@
 #   node-9998  http 127.0.0.1:9998  grpc 127.0.0.1:10998
 #   node-9997  http 127.0.0.1:9997  grpc 127.0.0.1:10997
 #
-# all unpinned (--no-pin: they share the CPUs). Waits until every node is
-# ready and sees 3 ring members, runs the README's curl examples against
+# all unpinned (--no-pin: they share the CPUs), sharing a cluster secret
+# generated for this run (only they may replicate and forward to each
+# other; clients need no token: pass `-- --auth-token-file F` for one).
+# Waits until every node is ready and sees 3 ring members, runs the README's curl examples against
 # them, then keeps running until Ctrl-C or SIGTERM, when it stops the nodes
 # and etcd (SIGTERM by PID, then waits for them). Stops at once, touching
 # nothing, if one of those ports is already taken. Logs: the directory
@@ -116,16 +118,28 @@ cluster_start_etcd() {
     log "etcd ready on $client (PID $CLUSTER_ETCD_PID, log $dir/etcd.log)"
 }
 
+# cluster_generate_secret DIR: a random cluster secret in DIR/cluster-secret
+# (mode 0600), shared by the nodes started after it so that only they can
+# replicate, forward and keep copies on each other. Sets CLUSTER_SECRET_FILE.
+CLUSTER_SECRET_FILE=""
+cluster_generate_secret() {
+    local file="$1/cluster-secret"
+    (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$file")
+    CLUSTER_SECRET_FILE="$file"
+}
+
 # cluster_start_node BIN DIR HTTP_PORT GRPC_PORT ETCD_PORT CORES [FLAGS...]:
-# starts node-<HTTP_PORT>, log in DIR/node-<HTTP_PORT>.log. Appends its PID
-# to CLUSTER_NODE_PIDS. Does not wait.
+# starts node-<HTTP_PORT>, log in DIR/node-<HTTP_PORT>.log, with
+# CLUSTER_SECRET_FILE when one was generated. Appends its PID to
+# CLUSTER_NODE_PIDS. Does not wait.
 CLUSTER_NODE_PIDS=()
 cluster_start_node() {
-    local bin="$1" dir="$2" http="$3" grpc="$4" etcd_port="$5" cores="$6"
+    local bin="$1" dir="$2" http="$3" grpc="$4" etcd_port="$5" cores="$6" secret=()
     shift 6
+    [[ -z "$CLUSTER_SECRET_FILE" ]] || secret=(--cluster-secret-file "$CLUSTER_SECRET_FILE")
     NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" setsid "$bin" serve \
         --http-port "$http" --grpc-port "$grpc" --node-name "node-$http" \
-        --etcd "127.0.0.1:$etcd_port" --cores "$cores" --no-pin "$@" \
+        --etcd "127.0.0.1:$etcd_port" --cores "$cores" --no-pin "${secret[@]}" "$@" \
         </dev/null >"$dir/node-$http.log" 2>&1 &
     CLUSTER_NODE_PIDS+=("$!")
     kill_on_exit "$!"
@@ -177,7 +191,7 @@ cluster_main() {
             break
             ;;
         -h | --help)
-            sed -n '2,24s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+            sed -n '2,25s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
             return 0
             ;;
         *) die "unknown argument: $1 (see --help)" ;;
@@ -214,6 +228,8 @@ cluster_main() {
     on_exit "rm -rf '$dir/etcd-data'; printf '[cluster] logs kept in %s\n' '$dir' >&2"
     log "logs in $dir"
     cluster_start_etcd "$dir" 2379 2380
+    cluster_generate_secret "$dir"
+    log "cluster secret generated in $CLUSTER_SECRET_FILE (only these nodes can replicate to each other)"
     for port in "${http_ports[@]}"; do
         cluster_start_node "$bin" "$dir" "$port" $((port + 1000)) 2379 "$cores" "${extra[@]}"
     done

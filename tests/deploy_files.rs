@@ -220,13 +220,78 @@ fn compose_runs_three_nodes_ready_for_io_uring() {
     );
 }
 
+/// The demo runs its nodes without a client token, so it must not be
+/// reachable from other hosts; the nodes still prove a generated cluster
+/// secret to each other.
+#[test]
+fn compose_publishes_on_loopback_only_and_nodes_share_a_generated_secret() {
+    let compose = compose();
+    let services = services(&compose);
+    for (name, svc) in services {
+        for port in svc["ports"].as_array().into_iter().flatten() {
+            let spec = scalar_string(port);
+            assert!(
+                spec.starts_with("127.0.0.1:"),
+                "{name}: port {spec:?} must be published on the host's 127.0.0.1 only"
+            );
+        }
+    }
+    let generator = services
+        .get("cluster-secret")
+        .expect("a cluster-secret service generates the secret");
+    let script: String = command_args(generator).join(" ");
+    assert!(
+        script.contains("/dev/urandom") && script.contains("/run/nexuscache/cluster-secret"),
+        "cluster-secret writes random bytes to the shared file: {script}"
+    );
+    assert!(
+        script.contains("chown 10001:10001"),
+        "the secret must be readable by the image's user (uid 10001): {script}"
+    );
+    for (name, svc) in node_services(&compose) {
+        let args = command_args(&svc);
+        assert!(
+            args.iter().any(|a| a == "--insecure-no-auth"),
+            "{name}: bound to 0.0.0.0 without a token, it needs --insecure-no-auth"
+        );
+        assert_eq!(
+            flag_value(&args, "--cluster-secret-file"),
+            Some("/run/nexuscache/cluster-secret"),
+            "{name}: reads the generated secret"
+        );
+        let mounts: Vec<String> = svc["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(scalar_string)
+            .collect();
+        assert!(
+            mounts.iter().any(|m| m == "cluster-secret:/run/nexuscache:ro"),
+            "{name}: mounts the secret volume read-only, got {mounts:?}"
+        );
+        assert_eq!(
+            svc["depends_on"]["cluster-secret"]["condition"], "service_completed_successfully",
+            "{name}: starts after the secret exists"
+        );
+    }
+}
+
 /// The node command lines and environment of compose, as the binary reads
 /// them (`--print-config` resolves and validates without binding).
 #[test]
 fn compose_node_settings_are_accepted_by_the_binary() {
     let compose = compose();
+    // The secret file is made by the `cluster-secret` service at run time;
+    // here a generated one stands in for it at the same flag.
+    let secret = temp_path("compose-cluster-secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
     for (name, svc) in node_services(&compose) {
         let mut args = command_args(&svc);
+        let at = args
+            .iter()
+            .position(|a| a == "--cluster-secret-file")
+            .unwrap_or_else(|| panic!("{name}: no --cluster-secret-file"));
+        args[at + 1] = secret.display().to_string();
         args.push("--print-config".into());
         let env = environment(&svc);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -992,14 +1057,22 @@ fn systemd_env_example_names_real_settings_the_binary_accepts() {
         }
     }
     // The example's CPUs need not exist here: check the rest with CPU 0.
+    // Its token and secret files are systemd credentials that exist only
+    // in the running unit: generated stand-ins take their place.
     let online_cpu = "0".to_string();
+    let token = temp_path("systemd-token");
+    std::fs::write(&token, "example-token-0123456789abcdef\n").unwrap();
+    let secret = temp_path("systemd-secret");
+    std::fs::write(&secret, "example-secret-0123456789abcdef\n").unwrap();
+    let (token, secret) = (token.display().to_string(), secret.display().to_string());
     let envs: Vec<(&str, &str)> = env
         .iter()
         .map(|(k, v)| {
-            let v = if k == "NEXUSCACHE_CPUSET" {
-                &online_cpu
-            } else {
-                v
+            let v = match k.as_str() {
+                "NEXUSCACHE_CPUSET" => &online_cpu,
+                "NEXUSCACHE_AUTH_TOKEN_FILE" => &token,
+                "NEXUSCACHE_CLUSTER_SECRET_FILE" => &secret,
+                _ => v,
             };
             (k.as_str(), v.as_str())
         })
@@ -1016,6 +1089,50 @@ fn systemd_env_example_names_real_settings_the_binary_accepts() {
         cfg["etcd"].as_str(),
         env_map.get("NEXUSCACHE_ETCD").copied()
     );
+}
+
+/// The unit starts protected: it binds every interface, so it carries a
+/// client token and a cluster secret, as systemd credentials the dynamic
+/// user can read; without them the node would refuse to start.
+#[test]
+fn systemd_unit_starts_protected_with_token_and_secret_credentials() {
+    let dir = deploy_dir().join("systemd");
+    let unit = unit_entries(&read_text(&dir.join("nexuscache.service")));
+    let env = env_entries(&read_text(&dir.join("nexuscache.env.example")));
+    let env_map: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(env_map.get("NEXUSCACHE_BIND"), Some(&"0.0.0.0"));
+    assert!(
+        !env_map.contains_key("NEXUSCACHE_INSECURE_NO_AUTH"),
+        "the production example must not turn protected mode off"
+    );
+    let credentials: BTreeMap<&str, &str> = unit
+        .iter()
+        .filter(|(k, _)| k == "LoadCredential")
+        .filter_map(|(_, v)| v.split_once(':'))
+        .collect();
+    for (var, name) in [
+        ("NEXUSCACHE_AUTH_TOKEN_FILE", "auth-token"),
+        ("NEXUSCACHE_CLUSTER_SECRET_FILE", "cluster-secret"),
+    ] {
+        assert!(
+            credentials.contains_key(name),
+            "LoadCredential={name}:... missing, got {credentials:?}"
+        );
+        assert_eq!(
+            env_map.get(var).copied(),
+            Some(format!("/run/credentials/nexuscache.service/{name}").as_str()),
+            "{var} reads the unit's {name} credential"
+        );
+    }
+    // Without the token file the same settings are refused (protected mode).
+    let envs: Vec<(&str, &str)> = env
+        .iter()
+        .filter(|(k, _)| !k.ends_with("_FILE") && k != "NEXUSCACHE_CPUSET")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (status, _, err) = run_bin(&["serve", "--print-config"], &envs, Duration::from_secs(20));
+    assert!(!status.success(), "an open node on 0.0.0.0 must be refused");
+    assert!(err.contains("protected mode"), "{err}");
 }
 
 #[test]
