@@ -62,6 +62,17 @@ pub enum ApiError {
     PeerNotFound(String),
     #[error("membership change failed: {0}")]
     ControlUnavailable(String),
+    /// A membership change this node's configuration forbids (`/setpeer`
+    /// moving or adding a member without `--allow-setpeer-addr`).
+    #[error("{0}")]
+    MembershipForbidden(String),
+    /// A membership change that contradicts the ring (removing this node).
+    #[error("{0}")]
+    MembershipConflict(String),
+    /// The ring holds `--max-ring-members` already.
+    #[error("{0}")]
+    RingFull(String),
+
     /// No valid token, or a peer-only call from a caller without the
     /// cluster secret.
     #[error("{0}")]
@@ -82,6 +93,9 @@ impl ApiError {
             | ApiError::EntryTooLarge(_) => 413,
             ApiError::HeadTooLarge { .. } => 431,
             ApiError::NoRoute(_) | ApiError::PeerNotFound(_) => 404,
+            ApiError::MembershipForbidden(_) => 403,
+            ApiError::MembershipConflict(_) => 409,
+            ApiError::RingFull(_) => 507,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::Origin(_) => 502,
             ApiError::Draining
@@ -107,6 +121,9 @@ impl ApiError {
             | ApiError::HeadTooLarge { .. } => Code::ResourceExhausted,
             ApiError::NoRoute(_) | ApiError::MethodNotAllowed { .. } => Code::Unimplemented,
             ApiError::PeerNotFound(_) => Code::NotFound,
+            ApiError::MembershipForbidden(_) => Code::PermissionDenied,
+            ApiError::MembershipConflict(_) => Code::FailedPrecondition,
+            ApiError::RingFull(_) => Code::ResourceExhausted,
             ApiError::Draining
             | ApiError::OwnerUnavailable { .. }
             | ApiError::ReplicaNotUpdated { .. }
@@ -167,10 +184,36 @@ impl ApiError {
     }
 }
 
+/// `/setpeer` and `/removepeer` outcomes:
+/// * 404: the member is unknown (not in etcd, not in `--peers`, not in the
+///   ring);
+/// * 403: the configuration forbids the change (`addr=` adding or moving a
+///   member without `--allow-setpeer-addr`): asking again cannot succeed;
+/// * 409: removing this node itself contradicts the ring it serves (it is
+///   always a member of its own ring), though the request is well formed;
+/// * 507: the ring holds `--max-ring-members` already. Not 503, which
+///   invites retries that cannot succeed until a member is removed, and not
+///   400, since the request is valid: the node lacks room to store it;
+/// * 400: a malformed name or address, or a missing `addr=`;
+/// * 503: the control thread or etcd is unavailable (retry later).
 impl From<ControlError> for ApiError {
     fn from(err: ControlError) -> ApiError {
+        use crate::control::MembershipError;
         match err {
-            ControlError::PeerNotFound { .. } => ApiError::PeerNotFound(err.to_string()),
+            ControlError::PeerNotFound { .. }
+            | ControlError::UnknownPeer { .. }
+            | ControlError::Membership(MembershipError::NotMember { .. }) => {
+                ApiError::PeerNotFound(err.to_string())
+            }
+            ControlError::AddrChangeForbidden { .. } => {
+                ApiError::MembershipForbidden(err.to_string())
+            }
+            ControlError::Membership(MembershipError::IsSelf { .. }) => {
+                ApiError::MembershipConflict(err.to_string())
+            }
+            ControlError::Membership(MembershipError::RingFull { .. }) => {
+                ApiError::RingFull(err.to_string())
+            }
             ControlError::AddrRequired { .. }
             | ControlError::PeerSpec(_)
             | ControlError::Record(_)

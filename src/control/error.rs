@@ -1,8 +1,9 @@
-//! Errors of the control plane: start-up, etcd sessions and `set_peer`.
+//! Errors of the control plane: start-up, etcd sessions, `set_peer` and
+//! `remove_peer`.
 
 use std::time::Duration;
 
-use super::membership::{PeerSpecError, RecordError};
+use super::membership::{MembershipError, PeerSpecError, RecordError};
 
 /// What went wrong in discovery or a control command. Variants carry the
 /// operation and the value involved so a log line or an HTTP body explains
@@ -22,6 +23,19 @@ pub enum ControlError {
          (http_host:port[/grpc_host:port])"
     )]
     AddrRequired { name: String },
+    /// Static mode: `/setpeer` of a name that is neither in `--peers` nor in
+    /// the ring.
+    #[error("peer {name:?} is not in this node's --peers list")]
+    UnknownPeer { name: String },
+    /// Static mode without `--allow-setpeer-addr`: `addr=` would add a
+    /// member that is not in `--peers`, or move one.
+    #[error(
+        "{what}; /setpeer may only re-add members of --peers at their configured \
+         addresses unless the node runs with --allow-setpeer-addr"
+    )]
+    AddrChangeForbidden { name: String, what: String },
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
     #[error("etcd {op} failed: {source}")]
     Etcd {
         op: &'static str,

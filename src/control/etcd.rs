@@ -46,6 +46,7 @@ use tracing::{debug, info, warn};
 use super::membership::{self, record_key, Membership};
 use super::{shutdown_requested, Command, ControlConfig, ControlError, RingBoard, Status};
 use crate::routing::Member;
+use crate::runtime::log_limit::LogLimiter;
 
 /// Limit on each unary etcd call and on opening a stream. The client's own
 /// timeout is not relied on: a request queued in its balancer while no
@@ -65,6 +66,9 @@ const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// While etcd stays away, log one failed session in this many.
 const LOG_EVERY_NTH_FAILURE: u32 = 30;
+/// At most one warning per this period about records ignored because the
+/// ring is full (a flood of records must not flood the log).
+const OVER_CAP_WARN_PERIOD: Duration = Duration::from_secs(10);
 
 /// Run etcd discovery until shutdown, then revoke our lease.
 pub(super) async fn run(
@@ -130,6 +134,10 @@ struct Node {
     /// Highest revision applied to `membership`: the last listing's, then
     /// the watched events'. The watch starts after it.
     last_rev: i64,
+    /// Rate limit of the "ring is full" warning.
+    over_cap_log: LogLimiter,
+    /// Records ignored over the cap since the last warning.
+    over_cap_unlogged: u64,
 }
 
 /// A granted lease's keep-alive stream.
@@ -164,6 +172,8 @@ impl Node {
             lease: None,
             failures: 0,
             last_rev: 0,
+            over_cap_log: LogLimiter::new(OVER_CAP_WARN_PERIOD),
+            over_cap_unlogged: 0,
         }
     }
 
@@ -389,6 +399,7 @@ impl Node {
         if changed {
             self.publish();
         }
+        self.warn_over_cap();
         Ok(())
     }
 
@@ -452,10 +463,30 @@ impl Node {
         if changed {
             self.publish();
         }
+        self.warn_over_cap();
         own_record_gone
     }
 
-    fn publish(&self) {
+    /// Warn (at a bounded rate) about etcd records ignored because the ring
+    /// holds `max_ring_members` already.
+    fn warn_over_cap(&mut self) {
+        let refused = self.membership.take_refused_over_cap();
+        if refused == 0 {
+            return;
+        }
+        self.over_cap_unlogged += refused;
+        if self.over_cap_log.hit(Instant::now()).is_some() {
+            warn!(
+                ignored = std::mem::take(&mut self.over_cap_unlogged),
+                max = self.membership.max_members(),
+                prefix = %self.cfg.prefix,
+                "etcd holds more node records than --max-ring-members; the extra ones are \
+                 ignored (raise the cap or clean up the prefix)"
+            );
+        }
+    }
+
+    fn publish(&mut self) {
         let ring = self.membership.ring();
         let members = ring.len();
         self.board.publish(ring);
@@ -472,15 +503,27 @@ impl Node {
                 let _ = reply.send(result);
             }
             Command::RemovePeer { name, reply } => {
-                let removed = !self.membership.is_self(&name) && self.membership.remove(&name);
-                if removed {
-                    self.publish();
-                }
-                let _ = reply.send(if removed {
-                    Ok(())
-                } else {
-                    Err(ControlError::Config(format!("{name:?} is not a member")))
-                });
+                let _ = reply.send(self.remove_peer(&name));
+            }
+        }
+    }
+
+    /// Take `name` out of this node's ring; it stays out until `set_peer`
+    /// or a new registration of it (see [`Membership`]). Needs no etcd
+    /// round trip, so it also works while etcd is away.
+    fn remove_peer(&mut self, name: &str) -> Result<(), ControlError> {
+        match self.membership.take_out(name) {
+            Ok(()) => {
+                self.publish();
+                info!(
+                    member = name,
+                    "remove_peer: member taken out of this node's ring"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                warn!(peer = name, "remove_peer refused: {e}");
+                Err(e.into())
             }
         }
     }
@@ -505,8 +548,10 @@ impl Node {
                     name: name.to_owned(),
                     prefix: self.cfg.prefix.clone(),
                 })?;
+            // Not trusted: decode checks the name against the key and parses
+            // both addresses.
             let member = membership::decode(&self.cfg.prefix, record.key(), record.value())?;
-            self.membership.upsert(member.clone());
+            self.membership.admit(member.clone())?;
             member
         };
         // Always a new version: cores that dropped the peer locally take the
@@ -516,18 +561,17 @@ impl Node {
         Ok(member)
     }
 
-    /// Answer a command while no session is up.
-    fn refuse(&self, command: Command, last_error: &str) {
+    /// Answer a command while no session is up: `set_peer` needs etcd's
+    /// record, `remove_peer` does not.
+    fn refuse(&mut self, command: Command, last_error: &str) {
         match command {
             Command::SetPeer { reply, .. } => {
                 let _ = reply.send(Err(ControlError::Unavailable {
                     last_error: last_error.to_owned(),
                 }));
             }
-            Command::RemovePeer { reply, .. } => {
-                let _ = reply.send(Err(ControlError::Unavailable {
-                    last_error: last_error.to_owned(),
-                }));
+            Command::RemovePeer { name, reply } => {
+                let _ = reply.send(self.remove_peer(&name));
             }
         }
     }

@@ -289,9 +289,35 @@ pub fn parse_static_peers(text: &str) -> Result<Vec<Member>, PeerSpecError> {
     Ok(peers)
 }
 
+/// Why [`Membership`] refused a change asked for by an operator
+/// (`/setpeer`, `/removepeer`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    #[error(
+        "the ring already has {max} members (--max-ring-members), so {name:?} cannot join; \
+         remove a member first or raise the cap"
+    )]
+    RingFull { name: String, max: usize },
+    #[error("{name:?} is this node, which is always a member of its own ring")]
+    IsSelf { name: String },
+    #[error("{name:?} is not a member of this node's ring")]
+    NotMember { name: String },
+}
+
 /// The member list of one node's view of the cluster: the records seen in
 /// etcd (or the static peers) plus this node itself, which is always a
 /// member with its configured addresses whatever etcd says about it.
+///
+/// The list never grows past `max_members` (this node included): an
+/// operator's [`Membership::admit`] past it is an error, an etcd record past
+/// it is ignored and counted ([`Membership::take_refused_over_cap`]) so the
+/// caller can warn at a bounded rate.
+///
+/// A member an operator took out ([`Membership::take_out`]) stays out of an
+/// etcd-driven membership until an operator admits it again, or etcd shows
+/// it registering anew: its record deleted (it left, or its lease expired)
+/// or written with different content. A rewrite of the same record (the
+/// node reconnecting to etcd) does not bring it back.
 #[derive(Debug, Clone)]
 pub struct Membership {
     prefix: String,
@@ -299,17 +325,125 @@ pub struct Membership {
     self_member: Member,
     /// Known records by name; may include our own (ignored for the ring).
     records: BTreeMap<String, Member>,
+    /// Most members, this node included.
+    max_members: usize,
+    /// Members taken out by an operator, with the record they had then.
+    taken_out: BTreeMap<String, Member>,
+    /// etcd records ignored because the ring was full, since last taken.
+    refused_over_cap: u64,
 }
 
 impl Membership {
-    /// A membership of `self_member` alone.
+    /// A membership of `self_member` alone, without a member cap.
     pub fn new(self_member: Member, prefix: impl Into<String>, vnodes: usize) -> Membership {
         Membership {
             prefix: prefix.into(),
             vnodes,
             self_member,
             records: BTreeMap::new(),
+            max_members: usize::MAX,
+            taken_out: BTreeMap::new(),
+            refused_over_cap: 0,
         }
+    }
+
+    /// Cap the ring at `max` members, this node included (at least 1).
+    pub fn with_max_members(mut self, max: usize) -> Membership {
+        self.max_members = max.max(1);
+        self
+    }
+
+    /// The member cap, this node included.
+    pub fn max_members(&self) -> usize {
+        self.max_members
+    }
+
+    /// How many members the ring has, this node included.
+    pub fn len(&self) -> usize {
+        1 + self
+            .records
+            .keys()
+            .filter(|name| !self.is_self(name))
+            .count()
+    }
+
+    /// Never empty: this node is always a member.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Whether a member called `name` could be added without passing the cap
+    /// (true for names already in the ring: they are replaced).
+    fn has_room_for(&self, name: &str) -> bool {
+        self.is_self(name) || self.records.contains_key(name) || self.len() < self.max_members
+    }
+
+    /// etcd records ignored because the ring was full since the last call.
+    pub fn take_refused_over_cap(&mut self) -> u64 {
+        std::mem::take(&mut self.refused_over_cap)
+    }
+
+    /// An operator puts `member` into the ring (`/setpeer`): lifts a
+    /// [`take_out`](Membership::take_out), refuses past the cap. Returns
+    /// whether the ring changes.
+    pub fn admit(&mut self, member: Member) -> Result<bool, MembershipError> {
+        if self.is_self(&member.name) {
+            return Ok(false);
+        }
+        if !self.has_room_for(&member.name) {
+            return Err(MembershipError::RingFull {
+                name: member.name.to_string(),
+                max: self.max_members,
+            });
+        }
+        self.taken_out.remove(&*member.name);
+        Ok(self.upsert(member))
+    }
+
+    /// An operator takes `name` out of the ring (`/removepeer`); etcd
+    /// records of it are ignored until it registers anew (see the type's
+    /// docs).
+    pub fn take_out(&mut self, name: &str) -> Result<(), MembershipError> {
+        if self.is_self(name) {
+            return Err(MembershipError::IsSelf {
+                name: name.to_owned(),
+            });
+        }
+        let Some(record) = self.records.get(name).cloned() else {
+            return Err(MembershipError::NotMember {
+                name: name.to_owned(),
+            });
+        };
+        self.remove(name);
+        self.taken_out.insert(name.to_owned(), record);
+        Ok(())
+    }
+
+    /// Whether an etcd record `member` must stay out because an operator
+    /// took this exact record out; a different record lifts that.
+    fn held_out(&mut self, member: &Member) -> bool {
+        match self.taken_out.get(&*member.name) {
+            Some(taken) if taken == member => true,
+            Some(_) => {
+                info!(member = %member.name, "a member taken out registered again with a new record");
+                self.taken_out.remove(&*member.name);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Add or replace an etcd `member` unless it is held out or the ring is
+    /// full (then counted); returns whether the ring changes.
+    fn upsert_record(&mut self, member: Member) -> bool {
+        if self.held_out(&member) {
+            return false;
+        }
+        if !self.has_room_for(&member.name) {
+            self.refused_over_cap += 1;
+            return false;
+        }
+        self.upsert(member)
     }
 
     /// This node.
@@ -331,7 +465,7 @@ impl Membership {
     /// A record that does not decode is logged and skipped.
     pub fn apply_put(&mut self, key: &[u8], value: &[u8]) -> bool {
         match decode(&self.prefix, key, value) {
-            Ok(member) => self.upsert(member),
+            Ok(member) => self.upsert_record(member),
             Err(e) => {
                 warn!("skipping bad membership record: {e}");
                 false
@@ -339,10 +473,14 @@ impl Membership {
         }
     }
 
-    /// Apply a delete of `key`; returns whether the ring changes.
+    /// Apply a delete of `key`; returns whether the ring changes. A member
+    /// taken out by an operator may come back once it registers again.
     pub fn apply_delete(&mut self, key: &[u8]) -> bool {
         match name_of_key(&self.prefix, key) {
-            Ok(name) => self.remove(name),
+            Ok(name) => {
+                self.taken_out.remove(name);
+                self.remove(name)
+            }
             Err(e) => {
                 warn!("ignoring delete of a key that is not a node record: {e}");
                 false
@@ -350,7 +488,10 @@ impl Membership {
         }
     }
 
-    /// Add or replace `member`; returns whether the ring changes.
+    /// Add or replace `member` whatever the cap; returns whether the ring
+    /// changes. For trusted sources only (the configured `--peers`, checked
+    /// against the cap at start-up); operators go through
+    /// [`admit`](Membership::admit), etcd records through `apply_put`.
     pub fn upsert(&mut self, member: Member) -> bool {
         let name = member.name.to_string();
         let is_self = self.is_self(&name);
@@ -383,32 +524,39 @@ impl Membership {
     }
 
     /// Replace every record with those in `kvs` (a fresh listing of the
-    /// prefix), skipping bad ones; returns whether the ring changes.
+    /// prefix), skipping bad ones; returns whether the ring changes. Members
+    /// already in the ring keep their place; newcomers fill what the cap
+    /// leaves in name order, so nodes that see the same listing agree.
     pub fn replace_all<'a, I>(&mut self, kvs: I) -> bool
     where
         I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
     {
-        let mut fresh = Membership::new(self.self_member.clone(), self.prefix.clone(), self.vnodes);
+        let mut fresh: BTreeMap<String, Member> = BTreeMap::new();
         for (key, value) in kvs {
             match decode(&self.prefix, key, value) {
                 Ok(member) => {
-                    fresh.records.insert(member.name.to_string(), member);
+                    fresh.insert(member.name.to_string(), member);
                 }
                 Err(e) => warn!("skipping bad membership record: {e}"),
             }
         }
+        // A member taken out whose record is gone has left: it may come back.
+        self.taken_out.retain(|name, _| fresh.contains_key(name));
         let gone: Vec<String> = self
             .records
             .keys()
-            .filter(|name| !fresh.records.contains_key(*name))
+            .filter(|name| !fresh.contains_key(*name))
             .cloned()
             .collect();
         let mut changed = false;
         for name in gone {
             changed |= self.remove(&name);
         }
-        for member in fresh.records.into_values() {
-            changed |= self.upsert(member);
+        let (known, newcomers): (Vec<Member>, Vec<Member>) = fresh
+            .into_values()
+            .partition(|m| self.records.contains_key(&*m.name));
+        for member in known.into_iter().chain(newcomers) {
+            changed |= self.upsert_record(member);
         }
         changed
     }
@@ -605,6 +753,83 @@ mod tests {
         assert!(m.replace_all(listing.clone()));
         assert_eq!(names(&m.ring()), ["a", "c", "d"]);
         assert!(!m.replace_all(listing));
+    }
+
+    #[test]
+    fn the_cap_bounds_operators_and_etcd_alike() {
+        let mut m = Membership::new(member("a", 1), PREFIX, 10).with_max_members(3);
+        assert_eq!(m.admit(member("b", 2)), Ok(true));
+        // Newcomers from etcd past the cap are ignored and counted.
+        for (name, port) in [("c", 3), ("d", 4), ("e", 5)] {
+            m.apply_put(&key(name), &encode(&member(name, port)).expect("encodes"));
+        }
+        assert_eq!(names(&m.ring()), ["a", "b", "c"]);
+        assert_eq!(m.take_refused_over_cap(), 2);
+        assert_eq!(m.take_refused_over_cap(), 0);
+        // An operator's newcomer is an error; members already in may move.
+        assert_eq!(
+            m.admit(member("z", 9)),
+            Err(MembershipError::RingFull {
+                name: "z".into(),
+                max: 3
+            })
+        );
+        assert_eq!(m.admit(member("c", 7)), Ok(true));
+        assert!(m.apply_put(&key("b"), &encode(&member("b", 8)).expect("encodes")));
+        assert_eq!(m.len(), 3);
+        // Our own record never counts against the cap.
+        assert!(!m.apply_put(&key("a"), &encode(&member("a", 1)).expect("encodes")));
+        assert_eq!(m.take_refused_over_cap(), 0);
+    }
+
+    #[test]
+    fn a_listing_past_the_cap_keeps_members_and_fills_by_name() {
+        let mut m = Membership::new(member("m", 1), PREFIX, 10).with_max_members(3);
+        m.admit(member("x", 2)).expect("room");
+        let values: Vec<(Vec<u8>, Vec<u8>)> = [("b", 3), ("c", 4), ("x", 2), ("a", 5)]
+            .iter()
+            .map(|(n, p)| (key(n), encode(&member(n, *p)).expect("encodes")))
+            .collect();
+        let listing = values.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+        m.replace_all(listing);
+        assert_eq!(names(&m.ring()), ["a", "m", "x"]);
+        assert_eq!(m.take_refused_over_cap(), 2);
+    }
+
+    #[test]
+    fn taken_out_members_stay_out_until_they_register_anew() {
+        let mut m = Membership::new(member("a", 1), PREFIX, 10);
+        let b = encode(&member("b", 2)).expect("encodes");
+        m.apply_put(&key("b"), &b);
+        assert_eq!(
+            m.take_out("a"),
+            Err(MembershipError::IsSelf { name: "a".into() })
+        );
+        assert_eq!(
+            m.take_out("q"),
+            Err(MembershipError::NotMember { name: "q".into() })
+        );
+        m.take_out("b").expect("member");
+        assert_eq!(names(&m.ring()), ["a"]);
+        // The same record rewritten (a reconnect) or listed again: still out.
+        assert!(!m.apply_put(&key("b"), &b));
+        assert!(!m.replace_all([(key("b").as_slice(), b.as_slice())]));
+        assert_eq!(names(&m.ring()), ["a"]);
+        // An operator admits it again.
+        assert_eq!(m.admit(member("b", 2)), Ok(true));
+        m.take_out("b").expect("member");
+        // A new record (new address) brings it back by itself.
+        let moved = encode(&member("b", 3)).expect("encodes");
+        assert!(m.apply_put(&key("b"), &moved));
+        m.take_out("b").expect("member");
+        // So does a delete followed by the same record (it restarted).
+        assert!(!m.apply_delete(&key("b")));
+        assert!(m.apply_put(&key("b"), &moved));
+        m.take_out("b").expect("member");
+        // Or a listing without it, then with it.
+        m.replace_all(std::iter::empty());
+        assert!(m.replace_all([(key("b").as_slice(), moved.as_slice())]));
+        assert_eq!(names(&m.ring()), ["a", "b"]);
     }
 
     #[test]

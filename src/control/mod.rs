@@ -42,13 +42,13 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 pub use self::board::RingBoard;
 pub use self::error::ControlError;
 pub use self::membership::{
-    parse_peer, parse_static_peers, Membership, NodeRecord, PeerSpecError, RecordError,
-    DEFAULT_PREFIX,
+    parse_peer, parse_static_peers, Membership, MembershipError, NodeRecord, PeerSpecError,
+    RecordError, DEFAULT_PREFIX,
 };
 use crate::routing::{Member, Ring};
 
@@ -74,6 +74,14 @@ pub struct ControlConfig {
     /// Members besides this node in static mode (see
     /// [`parse_static_peers`]); ignored when etcd is used.
     pub static_peers: Vec<Member>,
+    /// Static mode: let `set_peer` add members that are not in
+    /// `static_peers`, or move one to another address
+    /// (`--allow-setpeer-addr`). Without it `set_peer` only re-adds a
+    /// configured peer at its configured address.
+    pub allow_setpeer_addr: bool,
+    /// Most members a ring may hold, this node included
+    /// (`--max-ring-members`).
+    pub max_ring_members: usize,
 }
 
 impl ControlConfig {
@@ -87,6 +95,8 @@ impl ControlConfig {
             prefix: DEFAULT_PREFIX.to_owned(),
             vnodes: crate::routing::DEFAULT_VNODES,
             static_peers: Vec::new(),
+            allow_setpeer_addr: false,
+            max_ring_members: crate::config::DEFAULT_MAX_RING_MEMBERS,
         }
     }
 
@@ -114,6 +124,23 @@ impl ControlConfig {
         }
         if self.etcd_endpoints.iter().any(|e| e.trim().is_empty()) {
             return Err(ControlError::Config("an etcd endpoint is empty".into()));
+        }
+        if self.max_ring_members == 0 {
+            return Err(ControlError::Config(
+                "max ring members must be at least 1".into(),
+            ));
+        }
+        let static_members = 1 + self
+            .static_peers
+            .iter()
+            .filter(|p| p.name != self.self_member.name)
+            .count();
+        if !self.uses_etcd() && static_members > self.max_ring_members {
+            return Err(ControlError::Config(format!(
+                "--peers lists {static_members} members with this node, over \
+                 --max-ring-members {}",
+                self.max_ring_members
+            )));
         }
         Ok(())
     }
@@ -223,7 +250,13 @@ impl ControlClient {
 }
 
 impl ControlClient {
-    /// Takes `name` out of this node's ring (see the README's `/removepeer`).
+    /// Takes `name` out of this node's ring (`/removepeer`) and republishes
+    /// it. This node itself cannot be removed ([`MembershipError::IsSelf`]);
+    /// a name not in the ring is [`MembershipError::NotMember`]. Only this
+    /// node's ring changes. In etcd mode the member stays out until
+    /// `set_peer` re-adds it or etcd shows it registering anew (its record
+    /// deleted, or written with new content); see [`Membership`]. Works
+    /// while etcd is unreachable too.
     pub fn remove_peer(
         &self,
         name: &str,
@@ -320,7 +353,8 @@ pub fn spawn_control(
     board: Arc<RingBoard>,
 ) -> Result<ControlHandle, ControlError> {
     cfg.validate()?;
-    let mut members = Membership::new(cfg.self_member.clone(), cfg.prefix.clone(), cfg.vnodes);
+    let mut members = Membership::new(cfg.self_member.clone(), cfg.prefix.clone(), cfg.vnodes)
+        .with_max_members(cfg.max_ring_members);
     if !cfg.uses_etcd() {
         for peer in &cfg.static_peers {
             members.upsert(peer.clone());
@@ -360,7 +394,18 @@ pub fn spawn_control(
             } else {
                 info!(members = members.members().len(), node = %cfg.self_member.name,
                       "static membership");
-                runtime.block_on(run_static(members, board, command_rx, shutdown_rx, status));
+                let peers = StaticPeers {
+                    configured: cfg.static_peers.clone(),
+                    allow_addr: cfg.allow_setpeer_addr,
+                };
+                runtime.block_on(run_static(
+                    members,
+                    peers,
+                    board,
+                    command_rx,
+                    shutdown_rx,
+                    status,
+                ));
             }
         })
         .map_err(ControlError::Spawn)?;
@@ -386,10 +431,20 @@ async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
+/// What static mode trusts `set_peer` with.
+struct StaticPeers {
+    /// `--peers`: the only members `set_peer` may re-add, at these
+    /// addresses, unless `allow_addr`.
+    configured: Vec<Member>,
+    /// `--allow-setpeer-addr`.
+    allow_addr: bool,
+}
+
 /// Static mode: the ring was published by `spawn_control`; only commands
 /// change it.
 async fn run_static(
     mut members: Membership,
+    peers: StaticPeers,
     board: Arc<RingBoard>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     mut shutdown: watch::Receiver<bool>,
@@ -402,22 +457,22 @@ async fn run_static(
             _ = shutdown_requested(&mut shutdown) => break,
             Some(command) = commands.recv() => match command {
                 Command::SetPeer { name, addr, reply } => {
-                    let result = static_set_peer(&mut members, &name, addr.as_deref());
-                    if result.is_ok() {
-                        board.publish(members.ring());
+                    let result = static_set_peer(&mut members, &peers, &name, addr.as_deref());
+                    match &result {
+                        Ok(_) => board.publish(members.ring()),
+                        Err(e) => warn!(peer = %name, "set_peer refused: {e}"),
                     }
                     let _ = reply.send(result);
                 }
                 Command::RemovePeer { name, reply } => {
-                    let result = if members.is_self(&name) {
-                        Err(ControlError::Config(format!("{name:?} is this node")))
-                    } else if members.remove(&name) {
-                        board.publish(members.ring());
-                        info!(member = %name, "remove_peer: static peer removed");
-                        Ok(())
-                    } else {
-                        Err(ControlError::Config(format!("{name:?} is not a member")))
-                    };
+                    let result = members.take_out(&name).map_err(ControlError::from);
+                    match &result {
+                        Ok(()) => {
+                            board.publish(members.ring());
+                            info!(member = %name, "remove_peer: member taken out of the ring");
+                        }
+                        Err(e) => warn!(peer = %name, "remove_peer refused: {e}"),
+                    }
                     let _ = reply.send(result);
                 }
             },
@@ -425,28 +480,62 @@ async fn run_static(
     }
 }
 
+/// Whether two descriptions of a peer point at the same node.
+fn same_addresses(a: &Member, b: &Member) -> bool {
+    a.http_addr == b.http_addr && a.grpc_addr == b.grpc_addr
+}
+
+/// `set_peer` in static mode (see [`ControlClient::set_peer`]).
 fn static_set_peer(
     members: &mut Membership,
+    peers: &StaticPeers,
     name: &str,
     addr: Option<&str>,
 ) -> Result<Member, ControlError> {
+    membership::validate_name(name)?;
     if members.is_self(name) {
         return Ok(members.self_member().clone());
     }
-    match addr {
-        Some(addr) => {
-            let member = parse_peer(name, addr)?;
-            members.upsert(member.clone());
-            info!(member = name, http = %member.http_addr, "set_peer: static peer set");
-            Ok(member)
-        }
-        None => match members.get(name) {
-            Some(member) => Ok(member.clone()),
-            None => Err(ControlError::AddrRequired {
+    let requested = addr.map(|addr| parse_peer(name, addr)).transpose()?;
+    let configured = peers.configured.iter().find(|p| &*p.name == name);
+    // Where the peer is now: in the ring, else where --peers put it.
+    let known = members.get(name).or(configured);
+    let target = match (known, requested) {
+        (Some(known), None) => known.clone(),
+        (Some(known), Some(requested)) if same_addresses(known, &requested) => known.clone(),
+        (_, Some(requested)) if peers.allow_addr => requested,
+        (Some(known), Some(requested)) => {
+            return Err(ControlError::AddrChangeForbidden {
                 name: name.to_owned(),
-            }),
-        },
-    }
+                what: format!(
+                    "peer {name:?} is at {}/{}; moving it to {}/{} is not allowed",
+                    known.http_addr, known.grpc_addr, requested.http_addr, requested.grpc_addr
+                ),
+            })
+        }
+        (None, Some(_)) => {
+            return Err(ControlError::AddrChangeForbidden {
+                name: name.to_owned(),
+                what: format!(
+                    "peer {name:?} is not in --peers; adding a new member is not allowed"
+                ),
+            })
+        }
+        (None, None) if peers.allow_addr => {
+            return Err(ControlError::AddrRequired {
+                name: name.to_owned(),
+            })
+        }
+        (None, None) => {
+            return Err(ControlError::UnknownPeer {
+                name: name.to_owned(),
+            })
+        }
+    };
+    members.admit(target.clone())?;
+    info!(member = name, http = %target.http_addr, grpc = %target.grpc_addr,
+          "set_peer: static peer is in the ring");
+    Ok(target)
 }
 
 /// The ring a node starts with before discovery has run: itself alone.
@@ -486,35 +575,141 @@ mod tests {
     }
 
     #[test]
-    fn static_mode_publishes_self_and_peers_and_serves_set_peer() {
+    fn config_caps_the_static_list() {
+        let mut cfg = ControlConfig::new(member("a", 1));
+        cfg.static_peers = parse_static_peers("a=127.0.0.1:1,b=127.0.0.1:2").expect("parses");
+        cfg.max_ring_members = 2;
+        assert!(
+            cfg.validate().is_ok(),
+            "this node listed in --peers counts once"
+        );
+        cfg.static_peers = parse_static_peers("b=127.0.0.1:2,c=127.0.0.1:3").expect("parses");
+        let err = cfg.validate().expect_err("three members, cap two");
+        assert!(err.to_string().contains("--max-ring-members 2"), "{err}");
+        cfg.etcd_endpoints = vec!["127.0.0.1:2379".into()];
+        assert!(cfg.validate().is_ok(), "etcd mode ignores --peers");
+    }
+
+    #[test]
+    fn membership_refusals_map_to_distinct_http_statuses() {
+        use crate::error::ApiError;
+        let status = |e: ControlError| ApiError::from(e).status();
+        let name = || "b".to_owned();
+        assert_eq!(status(ControlError::UnknownPeer { name: name() }), 404);
+        assert_eq!(
+            status(MembershipError::NotMember { name: name() }.into()),
+            404
+        );
+        assert_eq!(
+            status(ControlError::PeerNotFound {
+                name: name(),
+                prefix: DEFAULT_PREFIX.into()
+            }),
+            404
+        );
+        assert_eq!(
+            status(ControlError::AddrChangeForbidden {
+                name: name(),
+                what: "x".into()
+            }),
+            403
+        );
+        assert_eq!(status(MembershipError::IsSelf { name: name() }.into()), 409);
+        assert_eq!(
+            status(
+                MembershipError::RingFull {
+                    name: name(),
+                    max: 2
+                }
+                .into()
+            ),
+            507
+        );
+        assert_eq!(status(ControlError::AddrRequired { name: name() }), 400);
+        assert_eq!(status(ControlError::Stopped), 503);
+    }
+
+    fn static_node(allow_addr: bool, max: usize) -> (Arc<RingBoard>, ControlHandle) {
         let board = RingBoard::new(Ring::default());
         let mut cfg = ControlConfig::new(member("a", 1));
-        cfg.static_peers = parse_static_peers("b=127.0.0.1:2").expect("parses");
+        cfg.static_peers = parse_static_peers("b=127.0.0.1:2,c=127.0.0.1:3").expect("parses");
+        cfg.allow_setpeer_addr = allow_addr;
+        cfg.max_ring_members = max;
         let handle = spawn_control(cfg, Arc::clone(&board)).expect("starts");
         assert!(handle.wait_synced(Duration::from_secs(5)));
+        (board, handle)
+    }
+
+    fn remove(handle: &ControlHandle, name: &str) -> Result<(), ControlError> {
+        futures_lite::future::block_on(handle.client().remove_peer(name))
+    }
+
+    fn ring_names(board: &RingBoard) -> Vec<String> {
+        board
+            .ring()
+            .members()
+            .iter()
+            .map(|m| m.name.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn static_set_peer_only_re_adds_configured_members_at_their_addresses() {
+        let (board, handle) = static_node(false, 8);
         let (v1, ring) = board.current();
-        assert_eq!(ring.len(), 2);
+        assert_eq!(ring.len(), 3);
 
-        let c = handle.set_peer("c", Some("127.0.0.1:3")).expect("set_peer");
-        assert_eq!(c.grpc_addr, "127.0.0.1:1003");
-        let (v2, ring) = board.current();
-        assert!(v2 > v1);
-        assert_eq!(ring.member("c"), Some(&c));
-
-        // A known peer without an address: republished as is.
-        assert_eq!(
-            handle.set_peer("b", None).expect("known").http_addr,
-            "127.0.0.1:2"
-        );
-        assert!(board.version() > v2);
+        // New members and moves are refused, the ring untouched.
         assert!(matches!(
-            handle.set_peer("z", None),
-            Err(ControlError::AddrRequired { .. })
+            handle.set_peer("evil", Some("10.9.9.9:80")),
+            Err(ControlError::AddrChangeForbidden { .. })
+        ));
+        let moved = handle.set_peer("b", Some("10.9.9.9:80"));
+        assert!(
+            matches!(&moved, Err(ControlError::AddrChangeForbidden { what, .. })
+                if what.contains("127.0.0.1:2") && what.contains("10.9.9.9:80")),
+            "{moved:?}"
+        );
+        assert!(matches!(
+            handle.set_peer("evil", None),
+            Err(ControlError::UnknownPeer { .. })
         ));
         assert!(matches!(
-            handle.set_peer("z", Some("nope")),
+            handle.set_peer("b", Some("nope")),
             Err(ControlError::PeerSpec(_))
         ));
+        assert!(matches!(
+            handle.set_peer("a/b", None),
+            Err(ControlError::Record(_))
+        ));
+        assert_eq!(board.version(), v1);
+        assert_eq!(ring_names(&board), ["a", "b", "c"]);
+
+        // Its own address, or none: re-added and republished.
+        assert_eq!(
+            handle
+                .set_peer("b", Some("127.0.0.1:2"))
+                .expect("same")
+                .http_addr,
+            "127.0.0.1:2"
+        );
+        let v2 = board.version();
+        assert!(v2 > v1);
+
+        // Removed, then re-added at its configured address.
+        remove(&handle, "b").expect("member");
+        assert_eq!(ring_names(&board), ["a", "c"]);
+        assert!(matches!(
+            remove(&handle, "b"),
+            Err(ControlError::Membership(MembershipError::NotMember { .. }))
+        ));
+        assert!(matches!(
+            remove(&handle, "a"),
+            Err(ControlError::Membership(MembershipError::IsSelf { .. }))
+        ));
+        let b = handle.set_peer("b", None).expect("configured");
+        assert_eq!(b.grpc_addr, "127.0.0.1:1002");
+        assert_eq!(ring_names(&board), ["a", "b", "c"]);
         assert_eq!(
             handle.set_peer("a", None).expect("self").http_addr,
             "127.0.0.1:1"
@@ -525,6 +720,43 @@ mod tests {
         assert!(matches!(
             futures_lite::future::block_on(client.set_peer("c", None)),
             Err(ControlError::Stopped)
+        ));
+    }
+
+    #[test]
+    fn allow_setpeer_addr_adds_and_moves_within_the_cap() {
+        let (board, handle) = static_node(true, 4);
+        let d = handle.set_peer("d", Some("127.0.0.1:4")).expect("allowed");
+        assert_eq!(board.ring().member("d"), Some(&d));
+        let moved = handle.set_peer("b", Some("127.0.0.1:9")).expect("allowed");
+        assert_eq!(board.ring().member("b"), Some(&moved));
+        // A re-add without address keeps where it is now.
+        assert_eq!(
+            handle.set_peer("b", None).expect("known").http_addr,
+            "127.0.0.1:9"
+        );
+        assert!(matches!(
+            handle.set_peer("z", None),
+            Err(ControlError::AddrRequired { .. })
+        ));
+        // Four members: the cap.
+        assert!(matches!(
+            handle.set_peer("e", Some("127.0.0.1:5")),
+            Err(ControlError::Membership(MembershipError::RingFull {
+                max: 4,
+                ..
+            }))
+        ));
+        assert_eq!(ring_names(&board), ["a", "b", "c", "d"]);
+        remove(&handle, "d").expect("member");
+        handle
+            .set_peer("e", Some("127.0.0.1:5"))
+            .expect("room again");
+        // A member removed and not configured needs its address again.
+        remove(&handle, "e").expect("member");
+        assert!(matches!(
+            handle.set_peer("e", None),
+            Err(ControlError::AddrRequired { .. })
         ));
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod core;
 pub mod lifecycle;
+pub mod log_limit;
 pub mod platform;
 mod reads;
 mod replicas;
@@ -82,8 +83,12 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
     control_config.vnodes = config.vnodes;
     control_config.static_peers = control::parse_static_peers(&config.peers)
         .map_err(|e| StartupError::Config(format!("--peers: {e}")))?;
-    let control = control::spawn_control(control_config, board.clone())
-        .map_err(|e| StartupError::Other(format!("cannot start the control thread: {e}")))?;
+    control_config.allow_setpeer_addr = config.allow_setpeer_addr;
+    control_config.max_ring_members = config.max_ring_members;
+    let control = control::spawn_control(control_config, board.clone()).map_err(|e| match e {
+        control::ControlError::Config(reason) => StartupError::Config(reason),
+        other => StartupError::Other(format!("cannot start the control thread: {other}")),
+    })?;
 
     let lifecycle = Arc::new(Lifecycle::default());
     let signals = install_signal_handler(lifecycle.clone())?;
