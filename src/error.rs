@@ -12,6 +12,9 @@ use crate::control::ControlError;
 use crate::grpc::status::Code;
 use crate::ops::Reply;
 
+/// The challenge of a 401 for a token that was presented but is not valid.
+pub const INVALID_TOKEN_CHALLENGE: &str = "Bearer realm=\"nexuscache\", error=\"invalid_token\"";
+
 /// Why a client request was refused. Each variant names what was wrong so the
 /// one-line body tells the client how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +38,8 @@ pub enum ApiError {
     Malformed(String),
     #[error("request head is over the {limit}-byte limit")]
     HeadTooLarge { limit: usize },
+    #[error("chunked trailers are over the {limit}-byte limit")]
+    TrailersTooLarge { limit: usize },
     #[error("no route for {0}")]
     NoRoute(String),
     #[error("method {method} is not allowed on {path} (allowed: {allowed})")]
@@ -72,7 +77,6 @@ pub enum ApiError {
     /// The ring holds `--max-ring-members` already.
     #[error("{0}")]
     RingFull(String),
-
     /// No valid token, or a peer-only call from a caller without the
     /// cluster secret.
     #[error("{0}")]
@@ -91,7 +95,7 @@ impl ApiError {
             ApiError::ValueTooLarge { .. }
             | ApiError::BodyTooLarge { .. }
             | ApiError::EntryTooLarge(_) => 413,
-            ApiError::HeadTooLarge { .. } => 431,
+            ApiError::HeadTooLarge { .. } | ApiError::TrailersTooLarge { .. } => 431,
             ApiError::NoRoute(_) | ApiError::PeerNotFound(_) => 404,
             ApiError::MembershipForbidden(_) => 403,
             ApiError::MembershipConflict(_) => 409,
@@ -118,7 +122,8 @@ impl ApiError {
             ApiError::ValueTooLarge { .. }
             | ApiError::BodyTooLarge { .. }
             | ApiError::EntryTooLarge(_)
-            | ApiError::HeadTooLarge { .. } => Code::ResourceExhausted,
+            | ApiError::HeadTooLarge { .. }
+            | ApiError::TrailersTooLarge { .. } => Code::ResourceExhausted,
             ApiError::NoRoute(_) | ApiError::MethodNotAllowed { .. } => Code::Unimplemented,
             ApiError::PeerNotFound(_) => Code::NotFound,
             ApiError::MembershipForbidden(_) => Code::PermissionDenied,
@@ -144,6 +149,7 @@ impl ApiError {
             self,
             ApiError::Malformed(_)
                 | ApiError::HeadTooLarge { .. }
+                | ApiError::TrailersTooLarge { .. }
                 | ApiError::BodyTooLarge { .. }
                 | ApiError::Draining
         )
@@ -153,6 +159,16 @@ impl ApiError {
     pub fn allow_header(&self) -> Option<&'static str> {
         match self {
             ApiError::MethodNotAllowed { allowed, .. } => Some(allowed),
+            _ => None,
+        }
+    }
+
+    /// `WWW-Authenticate` value a 401 must carry (RFC 9110 §11.6.1); a
+    /// presented but wrong token adds `error="invalid_token"` (RFC 6750 §3).
+    pub fn www_authenticate(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Auth(AuthError::MissingToken) => Some(crate::auth::WWW_AUTHENTICATE),
+            ApiError::Auth(AuthError::InvalidToken) => Some(INVALID_TOKEN_CHALLENGE),
             _ => None,
         }
     }

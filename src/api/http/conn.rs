@@ -1,35 +1,47 @@
-//! One client connection on one core: read, frame, route, execute, answer.
+//! One client connection on one core: read, frame, authenticate, route,
+//! execute, answer.
 //!
 //! Every complete request already in the buffer is answered before the next
-//! read, and all their responses leave in one write: pipelined requests are
-//! answered in order at the cost of one syscall per batch.
+//! read, and their responses leave in one write: pipelined requests are
+//! answered in order at the cost of one syscall per batch. A batch stops
+//! once its unsent responses pass `Config::max_unsent_bytes`, and nothing
+//! more is read or answered until they are written, so a client that never
+//! reads holds at most that cap plus one response plus its input buffer.
+//! Buffers that grew for one large request shrink back once drained, and
+//! what each connection holds is reported to the core's
+//! `connection_buffer_bytes` gauge.
 
 use std::borrow::Cow;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use tracing::debug;
 
-use super::parse::{decode_chunked, parse_head, BodyFraming, RequestHead};
+use super::parse::{decode_chunked, parse_head, BodyFraming, Method, RequestHead};
 use super::response::{self, CONTINUE, OCTETS, PROMETHEUS, TEXT};
 use super::route::{route, Command, Style};
+use crate::chunked;
 use crate::error::ApiError;
 use crate::metrics::{render, OpKind};
 use crate::ops::{Hit, Op, Reply};
 use crate::runtime::core::{Core, Deadline};
 
-const INITIAL_BUFFER: usize = 16 * 1024;
+/// Size of a connection's input and output buffers while idle; what they
+/// shrink back to after a larger request or batch.
+pub const INITIAL_BUFFER: usize = 16 * 1024;
 
 pub async fn serve_connection(core: Rc<Core>, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let (id, deadline) = core.register_connection(stream.as_raw_fd());
-    if let Err(e) = run(&core, &mut stream, &deadline).await {
+    let mut buffers = Buffers::new(&core);
+    if let Err(e) = run(&core, &mut stream, &deadline, &mut buffers).await {
         debug!(core = core.id, "connection ended: {e}");
     }
+    drop(buffers);
     core.unregister_connection(id);
 }
 
@@ -38,81 +50,200 @@ struct InBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Bytes the request at the front needs in all (head and
+    /// Content-Length body), when known: room is made for it at once
+    /// instead of doubling towards it.
+    want: usize,
 }
 
 impl InBuf {
+    fn new() -> InBuf {
+        InBuf {
+            buf: vec![0; INITIAL_BUFFER],
+            start: 0,
+            end: 0,
+            want: 0,
+        }
+    }
+
     fn pending(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }
 
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Between requests: a buffer that grew for one large request goes back
+    /// to the initial size once what it still holds fits there.
+    fn settle(&mut self) {
+        if self.buf.len() > INITIAL_BUFFER
+            && self.end - self.start <= INITIAL_BUFFER
+            && self.want <= INITIAL_BUFFER
+        {
+            let mut small = vec![0; INITIAL_BUFFER];
+            small[..self.end - self.start].copy_from_slice(self.pending());
+            self.buf = small;
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
     /// Room for the next read: reuse consumed space first, grow if a single
-    /// request is larger than the buffer.
+    /// request is larger than the buffer (to its known size if it has one).
     fn spare(&mut self) -> &mut [u8] {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
         }
-        if self.end == self.buf.len() {
+        if self.end == self.buf.len() || self.buf.len() - self.start < self.want {
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
-            } else {
-                let bigger = self.buf.len() * 2;
-                self.buf.resize(bigger, 0);
             }
+            let needed = if self.want > self.buf.len() {
+                self.want
+            } else if self.end == self.buf.len() {
+                self.buf.len() * 2
+            } else {
+                self.buf.len()
+            };
+            self.buf.resize(needed, 0);
         }
         &mut self.buf[self.end..]
     }
 }
 
-async fn run(core: &Core, stream: &mut TcpStream, deadline: &Deadline) -> io::Result<()> {
-    let mut input = InBuf {
-        buf: vec![0; INITIAL_BUFFER],
-        start: 0,
-        end: 0,
-    };
-    let mut out = Vec::with_capacity(INITIAL_BUFFER);
-    let mut continue_sent = false;
+/// A connection's buffers and what of them was last reported to the core's
+/// gauge; dropping it reports their release.
+struct Buffers<'a> {
+    core: &'a Core,
+    input: InBuf,
+    out: Vec<u8>,
+    reported: usize,
+}
+
+impl<'a> Buffers<'a> {
+    fn new(core: &'a Core) -> Buffers<'a> {
+        let mut buffers = Buffers {
+            core,
+            input: InBuf::new(),
+            out: Vec::with_capacity(INITIAL_BUFFER),
+            reported: 0,
+        };
+        buffers.account();
+        buffers
+    }
+
+    /// Report the change in bytes held since the last report.
+    fn account(&mut self) {
+        let held = self.input.buf.len() + self.out.capacity();
+        if held != self.reported {
+            let grown = held.saturating_sub(self.reported);
+            let shrunk = self.reported.saturating_sub(held);
+            self.core.metrics.connection_buffers_changed(grown, shrunk);
+            self.reported = held;
+        }
+    }
+
+    /// After a write: an output buffer that grew for a large batch goes
+    /// back to the initial size.
+    fn settle(&mut self) {
+        self.out.clear();
+        if self.out.capacity() > INITIAL_BUFFER {
+            self.out = Vec::with_capacity(INITIAL_BUFFER);
+        }
+        self.input.settle();
+    }
+}
+
+impl Drop for Buffers<'_> {
+    fn drop(&mut self) {
+        self.core
+            .metrics
+            .connection_buffers_changed(0, std::mem::take(&mut self.reported));
+    }
+}
+
+/// Per-request framing state kept across reads.
+#[derive(Default)]
+struct Framing {
+    continue_sent: bool,
+    /// How far the chunked body at the front has been validated.
+    chunked: chunked::Progress,
+}
+
+async fn run(
+    core: &Core,
+    stream: &mut TcpStream,
+    deadline: &Deadline,
+    buffers: &mut Buffers<'_>,
+) -> io::Result<()> {
+    let max_unsent = core.config.max_unsent_bytes();
+    let mut framing = Framing::default();
     let mut partial_since: Option<Instant> = None;
     loop {
         let mut close = false;
-        while input.start < input.end {
-            match next_request(core, input.pending(), &mut out, &mut continue_sent).await {
+        let mut over_cap = false;
+        while !buffers.input.is_empty() {
+            if buffers.out.len() >= max_unsent {
+                // Answer the rest only once these left: a client that
+                // pipelines and never reads is held to the cap.
+                over_cap = true;
+                break;
+            }
+            let step = next_request(
+                core,
+                buffers.input.pending(),
+                &mut buffers.out,
+                &mut framing,
+            )
+            .await;
+            match step {
                 Step::Answered {
                     consumed,
                     keep_alive,
                 } => {
-                    input.start += consumed;
-                    continue_sent = false;
+                    buffers.input.start += consumed;
+                    buffers.input.want = 0;
+                    framing = Framing::default();
                     if !keep_alive {
                         close = true;
                         break;
                     }
                 }
-                Step::NeedMore => break,
+                Step::NeedMore { want } => {
+                    buffers.input.want = want;
+                    break;
+                }
                 Step::Close => {
                     close = true;
                     break;
                 }
             }
         }
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            out.clear();
+        buffers.account();
+        if !buffers.out.is_empty() {
+            write_out(stream, &buffers.out, deadline, core.config.idle_timeout()).await?;
         }
         if close {
             return Ok(());
+        }
+        buffers.settle();
+        buffers.account();
+        if over_cap {
+            continue;
         }
         // A started request must be complete within the header timeout as a
         // whole (not per read), or a client trickling bytes could hold the
         // connection forever. The core's reaper enforces the deadline.
         let now = Instant::now();
-        let until = if input.start < input.end {
-            *partial_since.get_or_insert(now) + core.config.header_timeout()
-        } else {
+        let until = if buffers.input.is_empty() {
             partial_since = None;
             now + core.config.idle_timeout()
+        } else {
+            *partial_since.get_or_insert(now) + core.config.header_timeout()
         };
         if until <= now {
             return Err(io::Error::new(
@@ -121,17 +252,48 @@ async fn run(core: &Core, stream: &mut TcpStream, deadline: &Deadline) -> io::Re
             ));
         }
         deadline.set(Some(until));
-        let n = stream.read(input.spare()).await?;
+        let spare = buffers.input.spare();
+        let n = stream.read(spare).await;
+        buffers.account();
+        let n = n?;
         if n == 0 {
             return Ok(());
         }
-        input.end += n;
+        buffers.input.end += n;
     }
 }
 
+/// Writes `out` whole. Each write that makes progress moves the deadline to
+/// an idle timeout from now, so a client that reads slowly is served while
+/// one that stops reading is closed by the core's reaper (its shutdown(2)
+/// fails the blocked write).
+async fn write_out(
+    stream: &mut TcpStream,
+    out: &[u8],
+    deadline: &Deadline,
+    idle_timeout: Duration,
+) -> io::Result<()> {
+    let mut written = 0;
+    while written < out.len() {
+        deadline.set(Some(Instant::now() + idle_timeout));
+        let n = stream.write(&out[written..]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        written += n;
+    }
+    Ok(())
+}
+
 enum Step {
-    Answered { consumed: usize, keep_alive: bool },
-    NeedMore,
+    Answered {
+        consumed: usize,
+        keep_alive: bool,
+    },
+    /// `want`: bytes the whole request takes, when known (0 otherwise).
+    NeedMore {
+        want: usize,
+    },
     Close,
 }
 
@@ -140,36 +302,68 @@ async fn next_request(
     core: &Core,
     pending: &[u8],
     out: &mut Vec<u8>,
-    continue_sent: &mut bool,
+    framing: &mut Framing,
 ) -> Step {
     let head = match parse_head(pending) {
         Ok(Some(head)) => head,
-        Ok(None) => return Step::NeedMore,
+        Ok(None) => return Step::NeedMore { want: 0 },
         Err(e) => return refuse(core, &e, out, OpKind::Other),
     };
-    let op_kind = op_kind(&head);
-    let limit = core.limits.max_body(&head);
+    let response_start = out.len();
+    let is_head = head.method == Method::Head;
+    let step = answer(core, &head, pending, out, framing).await;
+    if is_head {
+        response::strip_body(out, response_start);
+    }
+    step
+}
+
+/// Whether `path` needs a client token (when one is configured): all but
+/// the health checks, and `/metrics` unless it was made public.
+fn needs_token(core: &Core, path: &str) -> bool {
+    match path {
+        "/healthz" | "/readyz" => false,
+        "/metrics" => !core.config.metrics_public,
+        _ => true,
+    }
+}
+
+async fn answer(
+    core: &Core,
+    head: &RequestHead<'_>,
+    pending: &[u8],
+    out: &mut Vec<u8>,
+    framing: &mut Framing,
+) -> Step {
+    let op_kind = op_kind(head);
     let after_head = &pending[head.head_len..];
+    if needs_token(core, head.path()) {
+        if let Err(e) = core.config.credentials.check_bearer(head.authorization) {
+            return refuse_unauthenticated(core, head, after_head, ApiError::Auth(e), out, op_kind);
+        }
+    }
+    let limit = core.limits.max_body(head);
     let (body, consumed): (Cow<'_, [u8]>, usize) = match head.framing {
         BodyFraming::Length(len) if len > limit => {
-            return refuse(core, &core.limits.body_error(&head, len), out, op_kind);
+            return refuse(core, &core.limits.body_error(head, len), out, op_kind);
         }
         BodyFraming::Length(len) => {
-            let len = len as usize;
+            // len <= limit, which fits in memory.
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
             if after_head.len() < len {
-                return await_body(&head, out, continue_sent);
+                return await_body(head, head.head_len.saturating_add(len), out, framing);
             }
             (Cow::Borrowed(&after_head[..len]), head.head_len + len)
         }
-        BodyFraming::Chunked => match decode_chunked(after_head, limit) {
+        BodyFraming::Chunked => match decode_chunked(after_head, &mut framing.chunked, limit) {
             Ok(Some((body, used))) => (Cow::Owned(body), head.head_len + used),
-            Ok(None) => return await_body(&head, out, continue_sent),
+            Ok(None) => return await_body(head, 0, out, framing),
             Err(e) => return refuse(core, &e, out, op_kind),
         },
     };
     let keep_alive = head.keep_alive && !core.is_draining();
     let started = Instant::now();
-    let status = match route(&head, &body, &core.limits) {
+    let status = match route(head, &body, &core.limits) {
         Ok(command) => execute(core, command, out, !keep_alive).await,
         Err(e) => {
             response::write_error(out, &e, !keep_alive);
@@ -189,19 +383,55 @@ async fn next_request(
     }
 }
 
-/// Tell a client that waits for `100 Continue` to send its body.
-fn await_body(head: &RequestHead<'_>, out: &mut Vec<u8>, continue_sent: &mut bool) -> Step {
-    if head.expect_continue && !*continue_sent {
-        out.extend_from_slice(CONTINUE);
-        *continue_sent = true;
+/// A 401, decided from the head alone: the body is never buffered for an
+/// unauthenticated request. If all of it already arrived it is skipped and
+/// the connection stays usable; otherwise the connection closes.
+fn refuse_unauthenticated(
+    core: &Core,
+    head: &RequestHead<'_>,
+    after_head: &[u8],
+    err: ApiError,
+    out: &mut Vec<u8>,
+    op: OpKind,
+) -> Step {
+    core.metrics.record_auth_failure();
+    let body_received = match head.framing {
+        BodyFraming::Length(len) => usize::try_from(len)
+            .ok()
+            .filter(|&len| len <= after_head.len()),
+        BodyFraming::Chunked => None,
+    };
+    let keep_alive = head.keep_alive && !core.is_draining() && body_received.is_some();
+    response::write_error(out, &err, !keep_alive);
+    core.metrics
+        .record_request(op, err.status(), Duration::ZERO);
+    match body_received {
+        Some(len) if keep_alive => Step::Answered {
+            consumed: head.head_len + len,
+            keep_alive,
+        },
+        _ => Step::Close,
     }
-    Step::NeedMore
+}
+
+/// Tell a client that waits for `100 Continue` to send its body.
+fn await_body(
+    head: &RequestHead<'_>,
+    want: usize,
+    out: &mut Vec<u8>,
+    framing: &mut Framing,
+) -> Step {
+    if head.expect_continue && !framing.continue_sent {
+        out.extend_from_slice(CONTINUE);
+        framing.continue_sent = true;
+    }
+    Step::NeedMore { want }
 }
 
 fn refuse(core: &Core, err: &ApiError, out: &mut Vec<u8>, op: OpKind) -> Step {
     response::write_error(out, err, true);
     core.metrics
-        .record_request(op, err.status(), std::time::Duration::ZERO);
+        .record_request(op, err.status(), Duration::ZERO);
     Step::Close
 }
 
@@ -213,11 +443,11 @@ fn op_kind(head: &RequestHead<'_>) -> OpKind {
         "/healthz" => OpKind::Health,
         "/readyz" => OpKind::Ready,
         "/metrics" => OpKind::Metrics,
-        "/setpeer" => OpKind::Other,
+        "/setpeer" | "/removepeer" => OpKind::Other,
         p if p.starts_with("/v1/owner/") => OpKind::Other,
         p if p.starts_with("/v1/keys/") => match head.method {
-            super::parse::Method::Put => OpKind::Set,
-            super::parse::Method::Delete => OpKind::Delete,
+            Method::Put => OpKind::Set,
+            Method::Delete => OpKind::Delete,
             _ => OpKind::Get,
         },
         _ => OpKind::Other,
@@ -311,6 +541,14 @@ async fn execute(core: &Core, command: Command, out: &mut Vec<u8>, close: bool) 
                 }
             }
         }
+        Command::RemovePeer { name } => match core.control.remove_peer(&name).await {
+            Ok(()) => text(out, 200, &format!("removed: {name}"), close),
+            Err(e) => {
+                let err = ApiError::from(e);
+                response::write_error(out, &err, close);
+                err.status()
+            }
+        },
         Command::Health => text(out, 200, "ok", close),
         Command::Ready => {
             if core.is_draining() {

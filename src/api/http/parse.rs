@@ -53,6 +53,9 @@ pub struct RequestHead<'a> {
     pub framing: BodyFraming,
     pub keep_alive: bool,
     pub expect_continue: bool,
+    /// The `Authorization` header's value, if sent (once; a repeated one
+    /// is refused as malformed).
+    pub authorization: Option<&'a [u8]>,
     /// Bytes of the head including the blank line.
     pub head_len: usize,
 }
@@ -107,6 +110,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, ApiError> {
     let mut chunked = false;
     let mut keep_alive = version >= 1;
     let mut expect_continue = false;
+    let mut authorization: Option<&[u8]> = None;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let text = std::str::from_utf8(h.value)
@@ -145,6 +149,13 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, ApiError> {
                     keep_alive = true;
                 }
             }
+        } else if h.name.eq_ignore_ascii_case("authorization") {
+            if authorization.is_some() {
+                return Err(ApiError::Malformed(
+                    "more than one Authorization header".into(),
+                ));
+            }
+            authorization = Some(h.value);
         } else if h.name.eq_ignore_ascii_case("expect") {
             if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
@@ -170,19 +181,31 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, ApiError> {
         framing,
         keep_alive,
         expect_continue,
+        authorization,
         head_len,
     }))
 }
 
-/// Decodes a chunked request body at the front of `buf` (see
-/// [`crate::chunked`]): `Ok(Some((body, bytes consumed)))`, `Ok(None)` while
-/// incomplete. A body over `limit` is refused from the chunk sizes, before
-/// its data arrives.
-pub fn decode_chunked(buf: &[u8], limit: u64) -> Result<Option<(Vec<u8>, usize)>, ApiError> {
-    chunked::decode(buf, limit).map_err(|e| match e {
-        ChunkedError::TooLarge { len } => ApiError::BodyTooLarge { len, limit },
-        other => ApiError::Malformed(other.to_string()),
-    })
+/// Decodes more of a chunked request body at the front of `buf` (see
+/// [`crate::chunked`]), resuming from `progress`: `Ok(Some((body, bytes
+/// consumed)))`, `Ok(None)` while incomplete. A body over `limit` is refused
+/// from the chunk sizes, before its data arrives; its wire bytes are capped
+/// at [`chunked::max_wire_bytes`]`(limit)`, size lines and trailers included.
+pub fn decode_chunked(
+    buf: &[u8],
+    progress: &mut chunked::Progress,
+    limit: u64,
+) -> Result<Option<(Vec<u8>, usize)>, ApiError> {
+    chunked::decode_from(buf, progress, limit, chunked::max_wire_bytes(limit)).map_err(
+        |e| match e {
+            ChunkedError::TooLarge { len } => ApiError::BodyTooLarge { len, limit },
+            ChunkedError::WireTooLarge { len, limit } => ApiError::BodyTooLarge { len, limit },
+            ChunkedError::TrailersTooLarge => ApiError::TrailersTooLarge {
+                limit: chunked::MAX_TRAILER_BYTES,
+            },
+            other => ApiError::Malformed(other.to_string()),
+        },
+    )
 }
 
 fn truncate(s: &str) -> &str {
@@ -202,6 +225,12 @@ mod tests {
 
     #[test]
     fn parses_a_simple_get() {
+        let h = head("GET /api/get?key=a HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(h.authorization, None);
+        let h = head("GET / HTTP/1.1\r\nauthorization: Bearer t\r\n\r\n");
+        assert_eq!(h.authorization, Some(&b"Bearer t"[..]));
+        let twice = "GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n";
+        assert_eq!(parse_head(twice.as_bytes()).unwrap_err().status(), 400);
         let h = head("GET /api/get?key=a HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(h.method, Method::Get);
         assert_eq!(h.path(), "/api/get");
@@ -249,13 +278,39 @@ mod tests {
     #[test]
     fn chunked_bodies_decode_incrementally() {
         let wire = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let mut progress = chunked::Progress::default();
         for cut in 0..wire.len() - 4 {
-            assert_eq!(decode_chunked(&wire[..cut], 100), Ok(None), "cut {cut}");
+            assert_eq!(
+                decode_chunked(&wire[..cut], &mut progress, 100),
+                Ok(None),
+                "cut {cut}"
+            );
         }
-        let (body, used) = decode_chunked(wire, 100).unwrap().unwrap();
+        let (body, used) = decode_chunked(wire, &mut progress, 100).unwrap().unwrap();
         assert_eq!(body, b"Wikipedia");
         assert_eq!(&wire[used..], b"NEXT");
-        assert_eq!(decode_chunked(wire, 5).unwrap_err().status(), 413);
-        assert!(decode_chunked(b"zz\r\n", 5).is_err());
+        let fresh = &mut chunked::Progress::default();
+        assert_eq!(decode_chunked(wire, fresh, 5).unwrap_err().status(), 413);
+        let fresh = &mut chunked::Progress::default();
+        assert!(decode_chunked(b"zz\r\n", fresh, 5).is_err());
+    }
+
+    #[test]
+    fn chunked_framing_abuse_gets_the_right_status() {
+        let mut endless_extension = b"1;x=".to_vec();
+        endless_extension.extend(std::iter::repeat_n(b'a', 2000));
+        let fresh = &mut chunked::Progress::default();
+        let err = decode_chunked(&endless_extension, fresh, 1 << 20).unwrap_err();
+        assert_eq!(err.status(), 400);
+        let mut endless_trailer = b"0\r\nX: ".to_vec();
+        endless_trailer.extend(std::iter::repeat_n(b'a', 20_000));
+        let fresh = &mut chunked::Progress::default();
+        let err = decode_chunked(&endless_trailer, fresh, 1 << 20).unwrap_err();
+        assert_eq!(err.status(), 431);
+        assert!(err.closes_connection());
+        let tiny_chunks = b"1\r\nx\r\n".repeat(30_000);
+        let fresh = &mut chunked::Progress::default();
+        let err = decode_chunked(&tiny_chunks, fresh, 100_000).unwrap_err();
+        assert_eq!(err.status(), 413);
     }
 }

@@ -49,6 +49,10 @@ pub enum Command {
         name: String,
         addr: Option<String>,
     },
+    /// Take a member out of the ring.
+    RemovePeer {
+        name: String,
+    },
     Health,
     Ready,
     Metrics,
@@ -165,7 +169,7 @@ pub fn route(head: &RequestHead<'_>, body: &[u8], limits: &Limits) -> Result<Com
                 style: Style::Seed,
             })
         }
-        "/setpeer" => {
+        "/setpeer" | "/removepeer" => {
             if method != Method::Post {
                 return Err(not_allowed(SEED_WRITE_ALLOW));
             }
@@ -181,6 +185,9 @@ pub fn route(head: &RequestHead<'_>, body: &[u8], limits: &Limits) -> Result<Com
             };
             let name = text("peer")?
                 .ok_or_else(|| ApiError::invalid("peer", "missing (the node's name)"))?;
+            if path == "/removepeer" {
+                return Ok(Command::RemovePeer { name });
+            }
             Ok(Command::SetPeer {
                 name,
                 addr: text("addr")?,
@@ -484,5 +491,29 @@ mod tests {
         assert_eq!((err.status(), err.allow_header()), (405, Some("POST")));
         let err = run("POST /v1/keys/a HTTP/1.1\r\n\r\n", "").unwrap_err();
         assert_eq!(err.allow_header(), Some("GET, PUT, DELETE"));
+    }
+
+    #[test]
+    fn removepeer_takes_the_name_from_body_or_query() {
+        assert_eq!(
+            run("POST /removepeer HTTP/1.1\r\n\r\n", "peer=n2").unwrap(),
+            Command::RemovePeer { name: "n2".into() }
+        );
+        assert_eq!(
+            run("POST /removepeer?peer=n3 HTTP/1.1\r\n\r\n", "").unwrap(),
+            Command::RemovePeer { name: "n3".into() }
+        );
+        assert_eq!(
+            run("POST /removepeer HTTP/1.1\r\n\r\n", "")
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            run("GET /removepeer?peer=n2 HTTP/1.1\r\n\r\n", "")
+                .unwrap_err()
+                .status(),
+            405
+        );
     }
 }
