@@ -276,7 +276,12 @@ impl Node {
     }
 
     pub fn metrics(&self) -> Metrics {
-        let r = self.get("/metrics");
+        self.metrics_with(&[])
+    }
+
+    /// `GET /metrics` with extra headers (e.g. `Authorization`).
+    pub fn metrics_with(&self, headers: &[(&str, &str)]) -> Metrics {
+        let r = self.conn().request("GET", "/metrics", headers, b"");
         assert_eq!(r.status, 200, "GET /metrics: {}", r.describe());
         Metrics::parse(&r.body_str())
     }
@@ -569,33 +574,7 @@ impl Conn {
         };
         let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
         self.buf.drain(..head_end + 4);
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or("");
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or("").to_string();
-        if !version.starts_with("HTTP/1.") {
-            return Err(ReadError::Malformed(format!("status line {status_line:?}")));
-        }
-        let status: u16 = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ReadError::Malformed(format!("status line {status_line:?}")))?;
-        let reason = parts.next().unwrap_or("").to_string();
-        let mut headers = Vec::new();
-        for l in lines {
-            let (n, v) = l
-                .split_once(':')
-                .ok_or_else(|| ReadError::Malformed(format!("header line {l:?}")))?;
-            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-        let mut resp = Response {
-            version,
-            status,
-            reason,
-            headers,
-            body: Vec::new(),
-            read_to_eof: false,
-        };
+        let mut resp = parse_response_head(&head)?;
         if (100..200).contains(&resp.status) || resp.status == 204 || resp.status == 304 {
             return Ok(resp);
         }
@@ -643,6 +622,37 @@ impl Conn {
             resp.read_to_eof = true;
         }
         Ok(resp)
+    }
+
+    /// Reads the response to a `HEAD`: its head only, whatever its
+    /// Content-Length says (RFC 9110 §9.3.2); `body` stays empty, so any body
+    /// bytes the server wrongly sent are read as the next response.
+    pub fn read_head_response(&mut self) -> Response {
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i;
+            }
+            match self.fill() {
+                Ok(0) => panic!(
+                    "EOF inside a HEAD response: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+                Ok(_) => {}
+                Err(e) => panic!("reading a HEAD response: {e:?}"),
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        self.buf.drain(..head_end + 4);
+        parse_response_head(&head).expect("parse HEAD response head")
+    }
+
+    /// Bytes the server sent that no response read so far consumed,
+    /// waiting up to `wait` for more.
+    pub fn unread_bytes(&mut self, wait: Duration) -> Vec<u8> {
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let _ = self.fill();
+        self.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        std::mem::take(&mut self.buf)
     }
 
     /// Waits (up to `timeout`) for the server to close: Ok(extra bytes
@@ -703,6 +713,37 @@ impl Conn {
             Err(e) => panic!("{what}: connection should still work, but /healthz failed: {e:?}"),
         }
     }
+}
+
+/// Status line and headers of a response head (without the blank line).
+fn parse_response_head(head: &str) -> Result<Response, ReadError> {
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("").to_string();
+    if !version.starts_with("HTTP/1.") {
+        return Err(ReadError::Malformed(format!("status line {status_line:?}")));
+    }
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ReadError::Malformed(format!("status line {status_line:?}")))?;
+    let reason = parts.next().unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    for l in lines {
+        let (n, v) = l
+            .split_once(':')
+            .ok_or_else(|| ReadError::Malformed(format!("header line {l:?}")))?;
+        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    Ok(Response {
+        version,
+        status,
+        reason,
+        headers,
+        body: Vec::new(),
+        read_to_eof: false,
+    })
 }
 
 pub fn build_request(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
@@ -930,6 +971,17 @@ fn parse_sample(line: &str) -> Option<Sample> {
         labels,
         value,
     })
+}
+
+/// Resident memory of a process in KiB (`VmRSS` in /proc/<pid>/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
 /// Reads a whole file as string (helper for config tests).
