@@ -223,6 +223,19 @@ fn a_node_cut_off_from_its_peers_still_serves_its_clients_in_bounded_time() {
     let plans = static_plans(&lab, &names, &[PEER_TIMEOUT_MS; 3]);
     let cluster = NsCluster::start(lab, &plans);
     let nodes = &cluster.nodes;
+    // The nodes run protected: without the token a client is refused.
+    for node in nodes {
+        let r = node
+            .try_request_with("GET", "/api/get?key=k", &[], b"")
+            .unwrap_or_else(|e| panic!("node {}: {e}", node.name));
+        assert_eq!(
+            r.status,
+            401,
+            "node {} without a token: {}",
+            node.name,
+            r.describe()
+        );
+    }
     let keys = cluster.keys_by_owner("part", 2);
     let normal = seed(nodes, &keys, "before", &watch);
     eprintln!("{test}: slowest forwarded request before the fault: {normal:?}");

@@ -516,10 +516,21 @@ impl NsNode {
 
     /// One request with the node's bearer token, on a fresh connection.
     pub fn try_request(&self, method: &str, target: &str, body: &[u8]) -> Result<Response, String> {
+        let auth = format!("Bearer {}", self.token);
+        self.try_request_with(method, target, &[("Authorization", &auth)], body)
+    }
+
+    /// One request with exactly `headers` (no token unless given).
+    pub fn try_request_with(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, String> {
         let mut conn = Conn::try_connect_ip(self.ip, HTTP_PORT)
             .map_err(|e| format!("connect {}:{HTTP_PORT}: {e}", self.ip))?;
-        let auth = format!("Bearer {}", self.token);
-        let raw = build_request(method, target, &[("Authorization", &auth)], body);
+        let raw = build_request(method, target, headers, body);
         conn.try_send(&raw)
             .map_err(|e| format!("send {method} {target}: {e}"))?;
         conn.try_read_response()
