@@ -33,6 +33,8 @@ fn main() -> ExitCode {
         // Colour only on a terminal: log files and journald get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Before any other thread starts: a panic anywhere ends the process.
+    nexuscache::runtime::lifecycle::install_crash_stop();
 
     match cli.command {
         Command::Serve(args) => {

@@ -145,6 +145,11 @@ pub struct Core {
     /// readers and the reaper can close connections that overstay.
     connections: RefCell<HashMap<u64, (RawFd, Deadline)>>,
     next_connection: Cell<u64>,
+    /// Client connections (HTTP and gRPC) admitted by the accept loops and
+    /// not yet finished; see [`Core::try_admit_connection`].
+    admitted: Cell<usize>,
+    /// This core's share of `--max-connections`.
+    max_connections: usize,
 }
 
 impl Core {
@@ -212,6 +217,8 @@ impl Core {
             draining: Cell::new(false),
             connections: RefCell::new(HashMap::new()),
             next_connection: Cell::new(0),
+            admitted: Cell::new(0),
+            max_connections: config.max_connections_per_core(),
             config,
             lifecycle,
         })
@@ -445,6 +452,25 @@ impl Core {
         self.draining.set(true);
     }
 
+    /// Count a client connection (HTTP or gRPC) the accept loop just took
+    /// against this core's share of `--max-connections`. `None` (counted in
+    /// `nexuscache_connections_rejected_total`): the core is full and the
+    /// caller closes the socket at once, before spawning anything for it.
+    /// The permit lives as long as the connection's task.
+    pub fn try_admit_connection(self: &Rc<Self>) -> Option<ConnectionPermit> {
+        if self.admitted.get() >= self.max_connections {
+            self.metrics.connection_rejected();
+            return None;
+        }
+        self.admitted.set(self.admitted.get() + 1);
+        Some(ConnectionPermit { core: self.clone() })
+    }
+
+    /// Client connections admitted and not yet finished.
+    pub fn admitted_connections(&self) -> usize {
+        self.admitted.get()
+    }
+
     /// Track a client socket. The returned deadline starts unset (never
     /// reaped); a connection that wants timeouts keeps it up to date.
     pub fn register_connection(&self, fd: RawFd) -> (u64, Deadline) {
@@ -496,5 +522,18 @@ impl Core {
                 libc::shutdown(fd, libc::SHUT_RD);
             }
         }
+    }
+}
+
+/// One admitted client connection; dropping it (when the connection's task
+/// ends) frees its place under `--max-connections`.
+pub struct ConnectionPermit {
+    core: Rc<Core>,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let admitted = &self.core.admitted;
+        admitted.set(admitted.get().saturating_sub(1));
     }
 }

@@ -17,6 +17,7 @@ mod reads;
 mod replicas;
 pub mod uring_flags;
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
@@ -31,6 +32,7 @@ use tracing::{debug, error, info, warn};
 
 use self::core::{Core, Envelope};
 use self::lifecycle::Lifecycle;
+use self::log_limit::{Backoff, LogLimiter};
 use crate::api::http::conn::serve_connection;
 use crate::config::Config;
 use crate::control::{self, ControlClient, ControlConfig, RingBoard};
@@ -48,6 +50,14 @@ const ETCD_SYNC_WAIT: Duration = Duration::from_secs(2);
 /// How long /readyz answers 503 before listeners close, so load balancers
 /// stop sending new connections before they would be refused.
 const PRE_STOP_DELAY: Duration = Duration::from_millis(300);
+/// First and longest pause after a failed accept (EMFILE: the process is
+/// out of file descriptors and the connection stays in the backlog, so an
+/// immediate retry would spin). Doubles while accepts keep failing.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(1);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(100);
+/// At most one "accept failed" line per core per this period, carrying the
+/// count of failures it stands for.
+const ACCEPT_WARN_PERIOD: Duration = Duration::from_secs(1);
 
 /// What every core gets a handle to: read-mostly state owned by the control
 /// thread, which cores look at from their housekeeping timer.
@@ -67,6 +77,7 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
     let config = Arc::new(config);
     platform::ensure_memlock(config.cores())?;
     platform::probe_io_uring()?;
+    platform::raise_nofile(config.max_connections);
     ensure_port_free(config.http_addr())?;
     ensure_port_free(config.grpc_addr())?;
 
@@ -297,26 +308,18 @@ async fn run_core(
     let grpc_fd = grpc_listener.as_raw_fd();
     // SAFETY: as for the HTTP listener above.
     let grpc_listener = unsafe { TcpListener::from_raw_fd(grpc_listener.into_raw_fd()) };
-    let grpc_accept = glommio::spawn_local(accept_grpc(core.clone(), grpc_listener));
+    // One warning budget for both ports: a core out of fds fails both.
+    let accept_warnings = Rc::new(RefCell::new(LogLimiter::new(ACCEPT_WARN_PERIOD)));
+    let grpc_accept = glommio::spawn_local(accept_loop(
+        core.clone(),
+        grpc_listener,
+        Port::Grpc,
+        accept_warnings.clone(),
+    ));
     let housekeeping = glommio::spawn_local(housekeeping(core.clone(), [listener_fd, grpc_fd]));
     let _ = report.send(Ok(id));
 
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                glommio::spawn_local(serve_connection(core.clone(), stream)).detach();
-            }
-            Err(e) => {
-                if core.lifecycle.is_closing() {
-                    break;
-                }
-                // EMFILE and friends: back off instead of spinning.
-                warn!(core = id, "accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-    drop(listener);
+    accept_loop(core.clone(), listener, Port::Http, accept_warnings).await;
     grpc_accept.await;
     debug!(core = id, "listener closed; draining connections");
 
@@ -344,25 +347,111 @@ async fn run_core(
     }
 }
 
-/// The gRPC accept loop of one core: every connection is served on this core.
-async fn accept_grpc(core: Rc<Core>, listener: TcpListener) {
+/// Which listener an accept loop serves.
+#[derive(Debug, Clone, Copy)]
+enum Port {
+    Http,
+    Grpc,
+}
+
+impl Port {
+    fn name(self) -> &'static str {
+        match self {
+            Port::Http => "http",
+            Port::Grpc => "grpc",
+        }
+    }
+}
+
+/// One core's accept loop for one port, until the listener is shut down.
+///
+/// Every connection counts against the core's share of `--max-connections`
+/// (HTTP and gRPC together); one past it is closed at once, before any
+/// task or buffer exists for it. A failed accept (EMFILE/ENFILE when the
+/// process is out of file descriptors) pauses this loop for 1 ms, doubling
+/// up to 100 ms while failures go on, so the core keeps serving its other
+/// clients instead of spinning; the warning is limited to one line per
+/// second per core.
+async fn accept_loop(
+    core: Rc<Core>,
+    listener: TcpListener,
+    port: Port,
+    warnings: Rc<RefCell<LogLimiter>>,
+) {
+    let mut backoff = Backoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+    #[cfg(feature = "fault-injection")]
+    let panic_here = fault::panics_on_connection(core.id);
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(crate::api::grpc::serve_grpc_connection(
-                    core.clone(),
-                    stream,
-                ))
-                .detach();
+                backoff.reset();
+                let Some(permit) = core.try_admit_connection() else {
+                    drop(stream);
+                    continue;
+                };
+                #[cfg(feature = "fault-injection")]
+                if panic_here {
+                    glommio::spawn_local(fault::panic_in_a_task(core.id)).detach();
+                }
+                let task_core = core.clone();
+                match port {
+                    Port::Http => glommio::spawn_local(async move {
+                        serve_connection(task_core, stream).await;
+                        drop(permit);
+                    })
+                    .detach(),
+                    Port::Grpc => glommio::spawn_local(async move {
+                        crate::api::grpc::serve_grpc_connection(task_core, stream).await;
+                        drop(permit);
+                    })
+                    .detach(),
+                };
             }
             Err(e) => {
                 if core.lifecycle.is_closing() {
                     break;
                 }
-                warn!(core = core.id, "gRPC accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                let retry_in = backoff.next_delay();
+                if let Some(suppressed) = warnings.borrow_mut().hit(Instant::now()) {
+                    let hint = match e.raw_os_error() {
+                        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+                            "; out of file descriptors: raise the limit (LimitNOFILE=, \
+                             ulimit -n) or lower --max-connections"
+                        }
+                        _ => "",
+                    };
+                    warn!(
+                        core = core.id,
+                        port = port.name(),
+                        suppressed,
+                        ?retry_in,
+                        "accept failed: {e}{hint}"
+                    );
+                }
+                glommio::timer::sleep(retry_in).await;
             }
         }
+    }
+}
+
+/// Test-only fault injection (the `fault-injection` feature, enabled for
+/// the crate's own tests through its self dev-dependency; release builds
+/// do not contain it).
+#[cfg(feature = "fault-injection")]
+mod fault {
+    /// `NEXUSCACHE_FAULT_PANIC_CORE=<id>`: core `<id>` panics in a task
+    /// spawned for its first client connection.
+    pub const PANIC_CORE_ENV: &str = "NEXUSCACHE_FAULT_PANIC_CORE";
+
+    pub fn panics_on_connection(core: usize) -> bool {
+        std::env::var(PANIC_CORE_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            == Some(core)
+    }
+
+    pub async fn panic_in_a_task(core: usize) {
+        panic!("fault injection: {PANIC_CORE_ENV}={core} panics this core on a connection");
     }
 }
 

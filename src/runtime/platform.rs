@@ -56,6 +56,77 @@ pub fn ensure_memlock(cores: usize) -> Result<(), StartupError> {
     )))
 }
 
+/// File descriptors a node needs besides its client connections: listeners,
+/// io_uring rings and eventfds, peer links (one per peer per core), etcd,
+/// origin connections, log files.
+pub const NOFILE_RESERVE: u64 = 256;
+
+/// The open-files limit after start-up and whether it fits the
+/// configured connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NofileReport {
+    /// Soft limit before we raised it.
+    pub before: u64,
+    /// Soft limit now.
+    pub after: u64,
+    /// `--max-connections` plus [`NOFILE_RESERVE`] exceeds `after`: past
+    /// `after` accepts fail with EMFILE (the accept loop backs off).
+    pub short: bool,
+}
+
+/// Raise RLIMIT_NOFILE's soft limit to its hard limit (allowed without
+/// privileges; many systems start processes at a soft 1024), then report
+/// whether `max_connections` plus [`NOFILE_RESERVE`] fits. Logs what it
+/// did; never fails start-up.
+pub fn raise_nofile(max_connections: usize) -> Option<NofileReport> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    let before = limit.rlim_cur;
+    let mut after = before;
+    if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass; raising the soft
+        // limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            after = limit.rlim_max;
+            tracing::info!(
+                from = before,
+                to = after,
+                "raised RLIMIT_NOFILE to its hard limit"
+            );
+        }
+    }
+    let report = NofileReport {
+        before: before as u64,
+        after: after as u64,
+        short: nofile_short(after as u64, max_connections),
+    };
+    if report.short {
+        tracing::warn!(
+            limit = report.after,
+            max_connections,
+            reserve = NOFILE_RESERVE,
+            "the open-files limit is below --max-connections plus a reserve for listeners,              rings and peer links: past it new connections fail with EMFILE; raise              LimitNOFILE= (systemd), --ulimit nofile= (Docker) or ulimit -n, or lower              --max-connections"
+        );
+    }
+    Some(report)
+}
+
+/// Whether `limit` open files are too few for `max_connections` clients.
+fn nofile_short(limit: u64, max_connections: usize) -> bool {
+    limit != libc::RLIM_INFINITY as u64
+        && (max_connections as u64).saturating_add(NOFILE_RESERVE) > limit
+}
+
 /// Create and close a tiny io_uring to learn whether the kernel lets us.
 pub fn probe_io_uring() -> Result<(), StartupError> {
     let mut params = [0u8; 120]; // struct io_uring_params, zeroed
@@ -95,6 +166,20 @@ pub fn probe_io_uring() -> Result<(), StartupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nofile_shortage_counts_the_reserve() {
+        assert!(!nofile_short(4096 + NOFILE_RESERVE, 4096));
+        assert!(nofile_short(4096 + NOFILE_RESERVE - 1, 4096));
+        assert!(nofile_short(1024, 4096));
+        assert!(!nofile_short(libc::RLIM_INFINITY as u64, usize::MAX));
+    }
+
+    #[test]
+    fn raising_nofile_never_lowers_it() {
+        let report = raise_nofile(1).expect("getrlimit works on Linux");
+        assert!(report.after >= report.before);
+    }
 
     #[test]
     fn io_uring_probe_runs() {
