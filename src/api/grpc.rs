@@ -14,13 +14,26 @@
 //! Unary calls only: one message in, one message and a `grpc-status` out.
 //! When the node starts draining, each connection sends GOAWAY, finishes
 //! the calls it has, and closes.
+//!
+//! Who may call: every call is authorised from its headers before its
+//! message is read (`authorization` for clients, the cluster secret for
+//! peer nodes; see [`crate::auth`]): `UNAUTHENTICATED` without a valid
+//! token, `PERMISSION_DENIED` for `Peer/Replicate` or a `forwarded` /
+//! `keep_copy` flag from a caller that is not a peer.
+//!
+//! What a connection may cost: at most [`MAX_CONCURRENT_STREAMS`] calls at
+//! once, partly received messages within the connection's and the core's
+//! [`budget`]s (a stream that would pass one is refused with
+//! `RESOURCE_EXHAUSTED`), and a connection without calls for
+//! `--idle-timeout` is sent GOAWAY and closed.
 
+use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::future;
@@ -32,13 +45,16 @@ use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
 use http::{HeaderMap, Request, Response, StatusCode};
 use tracing::debug;
 
+use crate::auth::{AuthError, Caller, CLUSTER_SECRET_HEADER};
+use crate::error::ApiError;
+use crate::grpc::budget::{self, Budget, Hold};
 use crate::grpc::cache::{self, CallRequest, FramedMessage, Method};
 use crate::grpc::frame::FrameError;
 use crate::grpc::io::TokioIo;
 use crate::grpc::status::{encode_message, Code, Status};
 use crate::grpc::{timeout, CONTENT_TYPE as GRPC_CONTENT_TYPE};
 use crate::ops::{Op, Reply};
-use crate::peer::streams::{read_unary, send_message, ReadError};
+use crate::peer::streams::{read_unary_within, send_message, ReadError};
 use crate::runtime::core::Core;
 
 /// Per-stream receive window: a request with a value of the default size
@@ -46,9 +62,13 @@ use crate::runtime::core::Core;
 const STREAM_WINDOW: u32 = 1 << 20;
 /// Receive window shared by all streams of a connection.
 const CONNECTION_WINDOW: u32 = 4 << 20;
-/// Calls in flight per connection; a peer core multiplexes all its
-/// forwarded requests over one connection.
-const MAX_CONCURRENT_STREAMS: u32 = 512;
+/// Calls in flight per connection. A peer core multiplexes all its
+/// forwarded requests over one connection, and its h2 client queues calls
+/// past this limit instead of failing them; 128 in flight at ~0.5 ms per
+/// call on a LAN is ~250k calls/s, far above what one core can forward.
+/// The limit bounds per connection what budgets do not: tasks, timers and
+/// header blocks (128 x [`MAX_HEADER_LIST`] = 2 MiB at most).
+pub const MAX_CONCURRENT_STREAMS: u32 = 128;
 /// Largest request header block accepted.
 const MAX_HEADER_LIST: u32 = 16 << 10;
 /// How often an open connection looks at the draining flag.
@@ -57,22 +77,105 @@ const DRAIN_POLL: Duration = Duration::from_millis(100);
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+const CLUSTER_SECRET: HeaderName = HeaderName::from_static(CLUSTER_SECRET_HEADER);
+
+thread_local! {
+    /// This core's budget for partly received messages, shared by all its
+    /// gRPC connections (a core is one thread); made by its first connection.
+    static CORE_BUDGET: RefCell<Option<Rc<Budget>>> = const { RefCell::new(None) };
+}
+
+/// The core's partial-message budget (see [`budget::core_budget`]).
+fn core_budget(core: &Core, connection_budget: usize) -> Rc<Budget> {
+    CORE_BUDGET.with(|cell| {
+        cell.borrow_mut()
+            .get_or_insert_with(|| {
+                let per_core = core.config.max_memory / core.config.cores().max(1) as u64;
+                Rc::new(Budget::new(budget::core_budget(
+                    connection_budget,
+                    per_core,
+                )))
+            })
+            .clone()
+    })
+}
+
+/// What the streams of one connection share.
+struct Connection {
+    /// Bytes of its partly received messages.
+    budget: Rc<Budget>,
+    core_budget: Rc<Budget>,
+    /// Calls being served, and when the last one ended (for the idle
+    /// deadline).
+    open_streams: Cell<usize>,
+    last_active: Cell<Instant>,
+}
+
+impl Connection {
+    /// When the connection will have been idle for `idle`; `None` while a
+    /// call is open.
+    fn idle_at(&self, idle: Duration) -> Option<Instant> {
+        (self.open_streams.get() == 0).then(|| self.last_active.get() + idle)
+    }
+}
+
+/// One call's share of its connection: counted as open until dropped, and
+/// its partial message charged to the budgets (the gauge follows).
+struct StreamGuard {
+    core: Rc<Core>,
+    connection: Rc<Connection>,
+    hold: Hold,
+}
+
+impl StreamGuard {
+    fn new(core: Rc<Core>, connection: Rc<Connection>) -> StreamGuard {
+        connection
+            .open_streams
+            .set(connection.open_streams.get() + 1);
+        // Charged to both budgets until the caller is known.
+        let hold = Hold::new(
+            connection.budget.clone(),
+            Some(connection.core_budget.clone()),
+        );
+        StreamGuard {
+            core,
+            connection,
+            hold,
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let released = self.hold.release();
+        self.core.metrics.connection_buffers_changed(0, released);
+        let open = &self.connection.open_streams;
+        open.set(open.get().saturating_sub(1));
+        self.connection.last_active.set(Instant::now());
+    }
+}
 
 /// Serves one client connection until it closes (or, while the node
 /// drains, until its calls are done). Call it from the core's accept loop
 /// on the gRPC port: `spawn_local(serve_grpc_connection(core, stream)).detach()`.
 pub async fn serve_grpc_connection(core: Rc<Core>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    // gRPC connections are long-lived peer links: no idle deadline.
-    let (id, _deadline) = core.register_connection(stream.as_raw_fd());
-    if let Err(e) = run(&core, stream).await {
+    // The deadline stays unset while the connection behaves; it is the
+    // reaper's backstop once the connection was asked to go away.
+    let (id, deadline) = core.register_connection(stream.as_raw_fd());
+    if let Err(e) = run(&core, stream, &deadline).await {
         debug!(core = core.id, "gRPC connection ended: {e}");
     }
     core.unregister_connection(id);
 }
 
-async fn run(core: &Rc<Core>, stream: TcpStream) -> Result<(), h2::Error> {
+async fn run(
+    core: &Rc<Core>,
+    stream: TcpStream,
+    deadline: &crate::runtime::core::Deadline,
+) -> Result<(), h2::Error> {
     let limit = cache::max_message_bytes(&core.limits);
+    let connection_budget = budget::connection_budget(limit);
     let handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -94,30 +197,88 @@ async fn run(core: &Rc<Core>, stream: TcpStream) -> Result<(), h2::Error> {
         return Ok(());
     };
     let mut connection = connection?;
+    let shared = Rc::new(Connection {
+        budget: Rc::new(Budget::new(connection_budget)),
+        core_budget: core_budget(core, connection_budget),
+        open_streams: Cell::new(0),
+        last_active: Cell::new(Instant::now()),
+    });
 
+    let idle = core.config.idle_timeout();
+    let mut idle_timer = Box::pin(Timer::new(idle));
     let mut drain = pin!(wait_for_drain(core.clone()));
     let mut going_away = false;
     loop {
         let next = poll_fn(|cx| {
             if !going_away && drain.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
+                return Poll::Ready(Next::GoAway("the node is draining"));
             }
-            connection.poll_accept(cx).map(Some)
+            if !going_away && idle_timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Next::IdleCheck);
+            }
+            connection
+                .poll_accept(cx)
+                .map(|accepted| Next::Accepted(Box::new(accepted)))
         })
         .await;
         match next {
-            None => {
-                // Draining: GOAWAY, then finish the calls already accepted.
+            Next::GoAway(why) => {
+                // GOAWAY, then finish the calls already accepted. A client
+                // that never lets the connection end is cut by the reaper.
+                debug!(core = core.id, "gRPC connection going away: {why}");
                 connection.graceful_shutdown();
                 going_away = true;
+                deadline.set(Some(Instant::now() + core.config.header_timeout()));
             }
-            Some(None) => return Ok(()),
-            Some(Some(Err(e))) => return Err(e),
-            Some(Some(Ok((request, respond)))) => {
-                glommio::spawn_local(handle(core.clone(), request, respond, limit)).detach();
+            Next::IdleCheck => {
+                let now = Instant::now();
+                match shared.idle_at(idle) {
+                    Some(at) if at <= now => {
+                        debug!(
+                            core = core.id,
+                            "gRPC connection idle for {idle:?} (--idle-timeout); going away"
+                        );
+                        connection.graceful_shutdown();
+                        going_away = true;
+                        deadline.set(Some(now + core.config.header_timeout()));
+                    }
+                    // Idle since `at - idle`: look again when that is over.
+                    Some(at) => idle_timer = Box::pin(Timer::new(at - now)),
+                    // Calls are open: look again an idle period from now.
+                    None => idle_timer = Box::pin(Timer::new(idle)),
+                }
             }
+            Next::Accepted(accepted) => match *accepted {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(e),
+                Some(Ok((request, respond))) => {
+                    let guard = StreamGuard::new(core.clone(), shared.clone());
+                    glommio::spawn_local(handle(core.clone(), request, respond, limit, guard))
+                        .detach();
+                }
+            },
         }
     }
+}
+
+/// A new stream, the end of the connection, or its error.
+type Accepted = Option<Result<(Request<RecvStream>, SendResponse<Bytes>), h2::Error>>;
+
+/// What woke a connection's task.
+enum Next {
+    GoAway(&'static str),
+    IdleCheck,
+    Accepted(Box<Accepted>),
+}
+
+/// The caller the call's `authorization` and cluster-secret metadata prove.
+fn authorize(core: &Core, headers: &HeaderMap) -> Result<Caller, AuthError> {
+    core.config.credentials.authorize(
+        headers
+            .get(http::header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        headers.get(&CLUSTER_SECRET).map(HeaderValue::as_bytes),
+    )
 }
 
 async fn wait_for_drain(core: Rc<Core>) {
@@ -132,6 +293,7 @@ async fn handle(
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     limit: usize,
+    mut guard: StreamGuard,
 ) {
     let (head, mut body) = request.into_parts();
     let is_grpc = head
@@ -162,11 +324,37 @@ async fn handle(
         send_status(&mut respond, StatusCode::METHOD_NOT_ALLOWED, &status);
         return;
     }
+    // Who is calling, from the headers alone: nothing of an unauthorised
+    // call's message is read or buffered.
+    let caller = match authorize(&core, &head.headers) {
+        Ok(caller) => caller,
+        Err(e) => {
+            core.metrics.record_auth_failure();
+            send_status(
+                &mut respond,
+                StatusCode::OK,
+                &Status::from(ApiError::Auth(e)),
+            );
+            return;
+        }
+    };
+    if caller == Caller::Peer && core.config.credentials.has_cluster_secret() {
+        // A node that proved the secret keeps its requests on one
+        // connection within that connection's budget (see `peer`); it
+        // must not be starved by clients filling the core's budget.
+        guard.hold = Hold::new(guard.connection.budget.clone(), None);
+    }
     let Some(method) = Method::from_path(head.uri.path()) else {
         let status = Status::unimplemented(format!("unknown method {}", head.uri.path()));
         send_status(&mut respond, StatusCode::OK, &status);
         return;
     };
+    if method == Method::Replicate && caller != Caller::Peer {
+        core.metrics.record_auth_failure();
+        let refused = ApiError::Auth(AuthError::PeerOnly("nexuscache.v1.Peer/Replicate"));
+        send_status(&mut respond, StatusCode::OK, &Status::from(refused));
+        return;
+    }
     let deadline = match head
         .headers
         .get(GRPC_TIMEOUT)
@@ -184,7 +372,7 @@ async fn handle(
         }
     };
 
-    let call = serve_call(&core, method, &mut body, limit);
+    let call = serve_call(&core, caller, method, &mut body, limit, &mut guard.hold);
     let outcome = match deadline {
         None => call.await,
         Some(deadline) => {
@@ -228,15 +416,21 @@ async fn handle(
 /// to answer with.
 async fn serve_call(
     core: &Core,
+    caller: Caller,
     method: Method,
     body: &mut RecvStream,
     limit: usize,
+    hold: &mut Hold,
 ) -> Result<FramedMessage, Status> {
     let stall = core.config.header_timeout();
-    let read = future::or(async { Some(read_unary(body, limit).await) }, async {
-        Timer::new(stall).await;
-        None
-    });
+    let on_change = |grown, shrunk| core.metrics.connection_buffers_changed(grown, shrunk);
+    let read = future::or(
+        async { Some(read_unary_within(body, limit, hold, on_change).await) },
+        async {
+            Timer::new(stall).await;
+            None
+        },
+    );
     let message = match read.await {
         Some(Ok(Some(message))) => message,
         Some(Ok(None)) => return Err(FrameError::Missing.status()),
@@ -255,6 +449,12 @@ async fn serve_call(
         }
     };
     let request = cache::decode_request(method, message, &core.limits)?;
+    if let (Some(flag), Caller::Client) = (request.peer_flag, caller) {
+        // Never obeyed and never silently cleared: the caller learns that
+        // only a node of the cluster may send it.
+        core.metrics.record_auth_failure();
+        return Err(ApiError::Auth(AuthError::PeerOnly(flag)).into());
+    }
     let reply = run_op(core, request).await;
     Ok(cache::encode_reply(method, reply)?)
 }

@@ -99,6 +99,22 @@ pub struct CallRequest {
     pub op: Op,
     /// Sent by a node forwarding to this one: run here, never forward again.
     pub forwarded: bool,
+    /// The first node-to-node flag the message set (`forwarded = true` or
+    /// `keep_copy = true`), whatever else it says: only a caller that
+    /// proved the cluster secret may send one, and the server refuses the
+    /// call otherwise rather than clearing the flag.
+    pub peer_flag: Option<&'static str>,
+}
+
+/// How [`CallRequest::peer_flag`] names a flag.
+fn peer_flag(forwarded: bool, keep_copy: bool) -> Option<&'static str> {
+    if forwarded {
+        Some("forwarded = true")
+    } else if keep_copy {
+        Some("keep_copy = true")
+    } else {
+        None
+    }
 }
 
 /// `SetRequest` with the value as `Bytes`, so decoding from a received
@@ -182,6 +198,7 @@ pub fn decode_request(
                     keep_copy: req.forwarded && req.keep_copy,
                 },
                 forwarded: req.forwarded,
+                peer_flag: peer_flag(req.forwarded, req.keep_copy),
             })
         }
         Method::Set => {
@@ -211,6 +228,7 @@ pub fn decode_request(
                     hot: req.hot,
                 },
                 forwarded: req.forwarded,
+                peer_flag: peer_flag(req.forwarded, false),
             })
         }
         Method::Delete => {
@@ -220,6 +238,7 @@ pub fn decode_request(
                     key: checked_key(req.key, limits)?,
                 },
                 forwarded: req.forwarded,
+                peer_flag: peer_flag(req.forwarded, false),
             })
         }
         Method::Replicate => {
@@ -244,6 +263,9 @@ pub fn decode_request(
             Ok(CallRequest {
                 op: Op::Replicate { key, update },
                 forwarded: true,
+                // The whole method is peer-only; the server refuses it from
+                // its path, before the body.
+                peer_flag: None,
             })
         }
     }
@@ -571,6 +593,31 @@ mod tests {
         let mut d = frame::UnaryDecoder::new(usize::MAX);
         d.push(all).unwrap();
         d.finish().unwrap()
+    }
+
+    #[test]
+    fn node_to_node_flags_are_reported_never_dropped() {
+        let get = |forwarded, keep_copy| {
+            let framed = encode_get_request(b"k", forwarded, keep_copy);
+            decode_request(Method::Get, body(&framed), &LIMITS).unwrap()
+        };
+        assert_eq!(get(false, false).peer_flag, None);
+        assert_eq!(get(true, false).peer_flag, Some("forwarded = true"));
+        // keep_copy alone used to be cleared silently; it is reported now.
+        let lone_keep_copy = get(false, true);
+        assert_eq!(lone_keep_copy.peer_flag, Some("keep_copy = true"));
+        assert!(!lone_keep_copy.forwarded);
+        assert_eq!(get(true, true).peer_flag, Some("forwarded = true"));
+        let set = encode_set_request(b"k", &Bytes::from_static(b"v"), 0, false, true);
+        let set = decode_request(Method::Set, body(&set), &LIMITS).unwrap();
+        assert_eq!(set.peer_flag, Some("forwarded = true"));
+        let delete = decode_request(
+            Method::Delete,
+            body(&encode_delete_request(b"k", false)),
+            &LIMITS,
+        )
+        .unwrap();
+        assert_eq!(delete.peer_flag, None);
     }
 
     #[test]

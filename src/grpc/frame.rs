@@ -30,6 +30,11 @@ pub enum FrameError {
     Truncated { have: usize, want: usize },
     #[error("stream ended without a message")]
     Missing,
+    #[error(
+        "too many bytes of unfinished messages on this connection or core: this message \
+         needs {wanted} bytes buffered, {room} are free; finish or cancel other calls"
+    )]
+    OverBudget { wanted: usize, room: usize },
 }
 
 impl FrameError {
@@ -37,7 +42,7 @@ impl FrameError {
     pub fn status(&self) -> Status {
         let code = match self {
             FrameError::Compressed => Code::Unimplemented,
-            FrameError::TooLarge { .. } => Code::ResourceExhausted,
+            FrameError::TooLarge { .. } | FrameError::OverBudget { .. } => Code::ResourceExhausted,
             FrameError::BadFlag(_)
             | FrameError::ExtraMessage
             | FrameError::Truncated { .. }
@@ -73,7 +78,11 @@ pub struct UnaryDecoder {
     header_len: usize,
     /// Length from the prefix, once the prefix is complete.
     want: Option<usize>,
-    body: BytesMut,
+    /// The message so far, grown explicitly (see `grow`) so its capacity,
+    /// which is what it costs, is known before it is allocated.
+    body: Vec<u8>,
+    /// Most bytes `body` may hold (set per push by the caller's budget).
+    room: usize,
     done: Option<Bytes>,
 }
 
@@ -85,7 +94,8 @@ impl UnaryDecoder {
             header: [0; PREFIX_LEN],
             header_len: 0,
             want: None,
-            body: BytesMut::new(),
+            body: Vec::new(),
+            room: usize::MAX,
             done: None,
         }
     }
@@ -93,6 +103,21 @@ impl UnaryDecoder {
     /// Whether the message is complete (more input would be an error).
     pub fn is_complete(&self) -> bool {
         self.done.is_some()
+    }
+
+    /// Bytes of buffer this decoder holds for a message not yet complete.
+    pub fn held(&self) -> usize {
+        self.body.capacity()
+    }
+
+    /// [`UnaryDecoder::push`], refusing to let the buffer of the partial
+    /// message grow past `room` bytes ([`FrameError::OverBudget`]); nothing
+    /// is allocated beyond it.
+    pub fn push_within(&mut self, chunk: Bytes, room: usize) -> Result<(), FrameError> {
+        self.room = room;
+        let pushed = self.push(chunk);
+        self.room = usize::MAX;
+        pushed
     }
 
     /// Feeds the next DATA frame. A frame that holds the whole message is
@@ -128,16 +153,37 @@ impl UnaryDecoder {
                 continue;
             }
             let take = missing.min(chunk.len());
-            if self.body.capacity() == 0 {
-                // Grow with what arrives rather than trusting the prefix:
-                // a client could claim the limit and send one byte.
-                self.body.reserve(want.min(INITIAL_BODY_CAPACITY));
-            }
+            self.grow(want, take)?;
             self.body.extend_from_slice(&chunk.split_to(take));
             if self.body.len() == want {
-                self.done = Some(std::mem::take(&mut self.body).freeze());
+                // Capacity is exactly `want` here (see `grow`): no waste.
+                self.done = Some(Bytes::from(std::mem::take(&mut self.body)));
             }
         }
+        Ok(())
+    }
+
+    /// Makes room for `take` more bytes of a `want`-byte message. Grows
+    /// with what arrives rather than trusting the prefix (a client could
+    /// claim the limit and send one byte): doubling, from at most
+    /// [`INITIAL_BODY_CAPACITY`], never past `want` or `self.room`.
+    fn grow(&mut self, want: usize, take: usize) -> Result<(), FrameError> {
+        let needed = self.body.len() + take;
+        let capacity = self.body.capacity();
+        if needed <= capacity {
+            return Ok(());
+        }
+        let target = needed
+            .max(capacity.saturating_mul(2))
+            .max(INITIAL_BODY_CAPACITY)
+            .min(want);
+        if target > self.room {
+            return Err(FrameError::OverBudget {
+                wanted: target,
+                room: self.room,
+            });
+        }
+        self.body.reserve_exact(target - self.body.len());
         Ok(())
     }
 
@@ -199,6 +245,38 @@ mod tests {
             d.push(Bytes::copy_from_slice(chunk))?;
         }
         d.finish()
+    }
+
+    #[test]
+    fn a_partial_message_never_grows_past_its_room() {
+        let message = vec![9u8; 200_000];
+        let input = framed(&message);
+        let mut d = UnaryDecoder::new(1 << 20);
+        // Prefix plus 1,000 bytes: the first buffer is 64 KiB.
+        d.push_within(Bytes::copy_from_slice(&input[..1005]), 64 * 1024)
+            .unwrap();
+        assert_eq!(d.held(), 64 * 1024);
+        // Doubling to 128 KiB would pass a room of 100,000 bytes.
+        let refused = d.push_within(Bytes::copy_from_slice(&input[1005..70_000]), 100_000);
+        assert_eq!(
+            refused,
+            Err(FrameError::OverBudget {
+                wanted: 128 * 1024,
+                room: 100_000
+            })
+        );
+        assert_eq!(refused.unwrap_err().status().code, Code::ResourceExhausted);
+        assert_eq!(d.held(), 64 * 1024, "nothing was allocated past the room");
+
+        // With room, the buffer ends at exactly the message's size.
+        let mut d = UnaryDecoder::new(1 << 20);
+        for piece in input.chunks(16_384) {
+            d.push_within(Bytes::copy_from_slice(piece), 200_000)
+                .unwrap();
+            assert!(d.held() <= 200_000);
+        }
+        assert_eq!(d.held(), 0, "a complete message is no longer partial");
+        assert_eq!(d.finish().unwrap(), &message[..]);
     }
 
     #[test]

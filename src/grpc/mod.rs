@@ -14,11 +14,14 @@
 //! - [`cache`]: the `nexuscache.v1.Cache` methods: request decoding and
 //!   validation into an [`crate::ops::Op`], reply encoding, and the client
 //!   side of the same messages.
+//! - [`budget`]: the per-connection and per-core budgets for the bytes of
+//!   partly received messages.
 //! - [`io`]: an adapter from `futures-io` streams (glommio's) to the
 //!   `tokio::io` traits that `h2` is written against.
 //!
 //! Reference: grpc/grpc `doc/PROTOCOL-HTTP2.md`.
 
+pub mod budget;
 pub mod cache;
 pub mod frame;
 pub mod io;

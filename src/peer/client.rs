@@ -17,6 +17,8 @@ use tracing::debug;
 
 use super::streams::{read_unary, send_message, ReadError};
 use super::{PeerConfig, PeerError};
+use crate::auth::CLUSTER_SECRET_HEADER;
+use crate::grpc::budget;
 use crate::grpc::cache::{self, FramedMessage, Method};
 use crate::grpc::io::TokioIo;
 use crate::grpc::status::{decode_message, Code};
@@ -50,6 +52,13 @@ struct Inner {
     /// connection, not one each.
     connecting: tokio::sync::Mutex<()>,
     generation: Cell<u64>,
+    /// Request bytes in flight: a request holds its message's size from
+    /// before it is sent until the response head arrives (by then the
+    /// peer has read all of it), so the peer never holds more than one
+    /// connection budget of our partial messages.
+    in_flight: tokio::sync::Semaphore,
+    /// Permits of `in_flight`, the most one request may take.
+    in_flight_limit: u32,
 }
 
 enum State {
@@ -108,6 +117,9 @@ impl PeerClient {
                 .unwrap_or_else(|_| HeaderValue::from_static("1S"))
         };
         let grpc_timeouts = Method::ALL.map(|m| header(time_limit(&config, m)));
+        let in_flight_limit = budget::connection_budget(config.max_response_bytes)
+            .min(tokio::sync::Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize) as u32;
         PeerClient {
             inner: Rc::new(Inner {
                 addr,
@@ -117,6 +129,8 @@ impl PeerClient {
                 state: RefCell::new(State::Idle),
                 connecting: tokio::sync::Mutex::new(()),
                 generation: Cell::new(0),
+                in_flight: tokio::sync::Semaphore::new(in_flight_limit as usize),
+                in_flight_limit,
             }),
         }
     }
@@ -334,6 +348,14 @@ impl PeerClient {
         method: Method,
         message: FramedMessage,
     ) -> Result<Bytes, Failure> {
+        let bytes = u32::try_from(message.len()).unwrap_or(u32::MAX);
+        // The semaphore is never closed, so acquiring only waits.
+        let in_flight = self
+            .inner
+            .in_flight
+            .acquire_many(bytes.min(self.inner.in_flight_limit))
+            .await
+            .ok();
         let mut sender = sender.ready().await.map_err(Failure::NotSent)?;
         let (response, mut body) = sender
             .send_request(self.request(method), false)
@@ -342,6 +364,8 @@ impl PeerClient {
             .await
             .map_err(|e| self.h2_failure(e))?;
         let response = response.await.map_err(|e| self.h2_failure(e))?;
+        // The peer has read the whole request (or refused it).
+        drop(in_flight);
         let (head, mut body) = response.into_parts();
 
         if let Some(status) = head.headers.get("grpc-status") {
@@ -399,6 +423,9 @@ impl PeerClient {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
         headers.insert(TE, HeaderValue::from_static("trailers"));
         headers.insert("grpc-timeout", self.inner.grpc_timeouts[index].clone());
+        if let Some(secret) = &self.inner.config.cluster_secret {
+            headers.insert(CLUSTER_SECRET_HEADER, secret.clone());
+        }
         request
     }
 

@@ -18,6 +18,13 @@
 //! the next request reconnects; a connect attempt that fails makes requests
 //! fail fast for [`PeerConfig::reconnect_backoff`], so a dead peer costs
 //! one connect timeout per backoff window, not one per request.
+//!
+//! Every request proves this node is a member of the cluster with the
+//! `x-nexuscache-cluster-secret` metadata ([`PeerConfig::cluster_secret`]);
+//! peers need no client token. And every client keeps at most one
+//! connection budget ([`crate::grpc::budget::connection_budget`]) of
+//! request bytes in flight, so the node it forwards to never has to refuse
+//! a stream of ours for holding too many partial messages.
 
 mod client;
 pub mod streams;
@@ -26,6 +33,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use http::HeaderValue;
 
 pub use self::client::PeerClient;
 use crate::config::{DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
@@ -53,6 +62,19 @@ pub struct PeerConfig {
     /// Largest response message accepted (a peer's values obey the same
     /// limit as ours: use `grpc::cache::max_message_bytes(&core.limits)`).
     pub max_response_bytes: usize,
+    /// Sent as `x-nexuscache-cluster-secret` on every request (see
+    /// [`cluster_secret_header`]); `None` in a cluster without a secret.
+    pub cluster_secret: Option<HeaderValue>,
+}
+
+/// The metadata value for this node's outgoing cluster secret
+/// (`Credentials::outgoing_secret`), marked sensitive so it never shows in
+/// `Debug` output. `None` without a secret (or for a value that cannot be
+/// a header, which start-up validation already refuses).
+pub fn cluster_secret_header(secret: Option<&[u8]>) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_bytes(secret?).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 impl Default for PeerConfig {
@@ -66,6 +88,7 @@ impl Default for PeerConfig {
             max_response_bytes: DEFAULT_MAX_VALUE_BYTES as usize
                 + DEFAULT_MAX_KEY_BYTES
                 + crate::grpc::cache::MESSAGE_OVERHEAD,
+            cluster_secret: None,
         }
     }
 }
@@ -190,6 +213,21 @@ mod tests {
         pool.retain(|addr| *addr == b);
         assert_eq!(pool.len(), 1);
         assert!(!pool.client(b).is_connected());
+    }
+
+    #[test]
+    fn the_secret_header_never_shows_in_debug_output() {
+        let secret = b"secret-value-0123456789";
+        let value = cluster_secret_header(Some(secret)).unwrap();
+        assert_eq!(value.as_bytes(), secret);
+        let config = PeerConfig {
+            cluster_secret: Some(value),
+            ..PeerConfig::default()
+        };
+        let text = format!("{config:?}");
+        assert!(!text.contains("secret-value"), "{text}");
+        assert_eq!(cluster_secret_header(None), None);
+        assert_eq!(cluster_secret_header(Some(b"bad\nvalue")), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::future::poll_fn;
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
 
+use crate::grpc::budget::Hold;
 use crate::grpc::cache::FramedMessage;
 use crate::grpc::frame::{FrameError, UnaryDecoder};
 
@@ -40,6 +41,30 @@ pub async fn read_unary(body: &mut RecvStream, limit: usize) -> Result<Option<By
         // `data()` reports.
         let _ = body.flow_control().release_capacity(chunk.len());
         decoder.push(chunk)?;
+    }
+    Ok(decoder.finish_optional()?)
+}
+
+/// [`read_unary`] for a server, which must not buffer without bound: the
+/// partial message is charged to `hold` (its connection's and core's
+/// budgets) as it grows and released once complete; growing past the room
+/// left fails with [`FrameError::OverBudget`] before allocating.
+/// `on_change(grown, shrunk)` sees every change of the charge.
+pub async fn read_unary_within(
+    body: &mut RecvStream,
+    limit: usize,
+    hold: &mut Hold,
+    mut on_change: impl FnMut(usize, usize),
+) -> Result<Option<Bytes>, ReadError> {
+    let mut decoder = UnaryDecoder::new(limit);
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        decoder.push_within(chunk, hold.room())?;
+        // Within the room by construction; a complete message drops to 0.
+        if let Ok((grown, shrunk)) = hold.set(decoder.held()) {
+            on_change(grown, shrunk);
+        }
     }
     Ok(decoder.finish_optional()?)
 }

@@ -173,6 +173,9 @@ impl Core {
             write_timeout: config.peer_timeout() * 2,
             reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
             max_response_bytes: crate::grpc::cache::max_message_bytes(&limits),
+            cluster_secret: crate::peer::cluster_secret_header(
+                config.credentials.outgoing_secret(),
+            ),
         });
         let (version, ring) = board.current();
         let flush_epoch = board.flush_epoch();

@@ -10,6 +10,12 @@
 //! Requests go to the nodes over plain HTTP/1.1 with bounded socket
 //! timeouts and never panic on transport errors (the tests decide what a
 //! failure means); waiting is always polling against a deadline.
+//!
+//! Every node gets the same `--cluster-secret` ([`test_cluster_secret`],
+//! generated once per test process), so every cluster test also proves
+//! that the peer client sends it: a node that did not would have its
+//! forwarded calls refused. [`ClusterNode::set_cluster_secret`] starts a
+//! node without it or with another one.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -42,6 +48,23 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `/metrics` when nothing else is going on (start-up, a join).
 pub const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(15);
 
+/// The cluster secret every node of this test process shares by default:
+/// 32 hex digits from the clock and the process id (tests need no
+/// unpredictability, only a value no other process's cluster shares).
+pub fn test_cluster_secret() -> &'static str {
+    static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SECRET.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!(
+            "{:016x}{:016x}",
+            nanos as u64,
+            u64::from(std::process::id())
+        )
+    })
+}
+
 /// How a node finds the others.
 #[derive(Clone, Debug)]
 pub enum Discovery {
@@ -60,6 +83,8 @@ pub struct ClusterNode {
     node: Option<Node>,
     /// Killed instances, kept so their logs are printed if the test fails.
     dead: Vec<Node>,
+    /// `--cluster-secret`; [`test_cluster_secret`] unless changed.
+    cluster_secret: Option<String>,
 }
 
 impl ClusterNode {
@@ -72,7 +97,18 @@ impl ClusterNode {
             discovery,
             node: None,
             dead: Vec::new(),
+            cluster_secret: Some(test_cluster_secret().to_string()),
         }
+    }
+
+    /// The `--cluster-secret` the node starts with from its next start
+    /// (`None`: no secret, an open cluster).
+    pub fn set_cluster_secret(&mut self, secret: Option<&str>) {
+        self.cluster_secret = secret.map(str::to_string);
+    }
+
+    pub fn cluster_secret(&self) -> Option<&str> {
+        self.cluster_secret.as_deref()
     }
 
     /// Starts an etcd-discovered node and waits until it serves.
@@ -121,6 +157,9 @@ impl ClusterNode {
             "--peer-timeout-ms",
             &timeout,
         ];
+        if let Some(secret) = &self.cluster_secret {
+            extra.extend(["--cluster-secret", secret]);
+        }
         let ttl;
         match &self.discovery {
             Discovery::Etcd {
