@@ -124,6 +124,14 @@ fn connections_past_the_cap_are_closed_at_once_and_others_keep_working() {
     // The client connected before the flood keeps its latency.
     let during = latencies(&mut early, 20);
     let median = during[during.len() / 2];
+    eprintln!(
+        "flood of {}: {closed} closed at once, {open} held; latency before {:?}/{:?}, \
+         during {median:?}/{:?} (median/max)",
+        HTTP_FLOOD + GRPC_FLOOD,
+        before[before.len() / 2],
+        before[before.len() - 1],
+        during[during.len() - 1]
+    );
     assert!(
         median < Duration::from_millis(50) && during[during.len() - 1] < Duration::from_secs(1),
         "latency during the flood {during:?} (before: {before:?})"
@@ -238,6 +246,11 @@ fn a_node_out_of_file_descriptors_backs_off_and_recovers() {
     // One warning line per core per second at most (2 cores, both ports).
     let log = node.log_text();
     let warnings = log.lines().filter(|l| l.contains("accept failed")).count();
+    eprintln!(
+        "out of fds (limit {limit}): {cpu} CPU ticks in {elapsed:?}, {warnings} accept \
+         warnings, latency {:?} (max)",
+        during[during.len() - 1]
+    );
     let seconds = 3; // the 0.3 s wait, the 2 s watch, the requests
     assert!(
         warnings <= 2 * (seconds + 1),

@@ -46,7 +46,7 @@ fn crash_line(thread: Option<&str>, info: &PanicHookInfo<'_>) -> String {
         .location()
         .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
         .unwrap_or_else(|| "an unknown location".to_owned());
-    format_crash_line(thread, &payload_text(info.payload()), &location)
+    format_crash_line(thread, payload_text(info.payload()), &location)
 }
 
 fn format_crash_line(thread: Option<&str>, message: &str, location: &str) -> String {

@@ -106,9 +106,9 @@ pub fn raise_nofile(max_connections: usize) -> Option<NofileReport> {
         }
     }
     let report = NofileReport {
-        before: before as u64,
-        after: after as u64,
-        short: nofile_short(after as u64, max_connections),
+        before,
+        after,
+        short: nofile_short(after, max_connections),
     };
     if report.short {
         tracing::warn!(
@@ -123,8 +123,7 @@ pub fn raise_nofile(max_connections: usize) -> Option<NofileReport> {
 
 /// Whether `limit` open files are too few for `max_connections` clients.
 fn nofile_short(limit: u64, max_connections: usize) -> bool {
-    limit != libc::RLIM_INFINITY as u64
-        && (max_connections as u64).saturating_add(NOFILE_RESERVE) > limit
+    limit != libc::RLIM_INFINITY && (max_connections as u64).saturating_add(NOFILE_RESERVE) > limit
 }
 
 /// Create and close a tiny io_uring to learn whether the kernel lets us.
@@ -172,7 +171,7 @@ mod tests {
         assert!(!nofile_short(4096 + NOFILE_RESERVE, 4096));
         assert!(nofile_short(4096 + NOFILE_RESERVE - 1, 4096));
         assert!(nofile_short(1024, 4096));
-        assert!(!nofile_short(libc::RLIM_INFINITY as u64, usize::MAX));
+        assert!(!nofile_short(libc::RLIM_INFINITY, usize::MAX));
     }
 
     #[test]
