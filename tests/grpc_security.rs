@@ -437,6 +437,52 @@ fn nodes_sharing_the_secret_forward_and_replicate_and_others_cannot() {
     }
 }
 
+/// A node that joins gets the current hot keys pushed to it (`Replicate`
+/// from a and b): the pushes carry the cluster secret, so x takes them.
+#[test]
+fn hot_keys_are_pushed_to_a_joining_node_that_shares_the_secret() {
+    let flags = ["--cores", "1", "--allow-setpeer-addr"];
+    let nodes = start_static_nodes_with(&["a", "b"], &flags);
+    let refs: Vec<&ClusterNode> = nodes.iter().collect();
+    wait_ring_members(&refs, 2, MEMBERSHIP_DEADLINE);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut via_a = CacheClient::new(channel(nodes[0].grpc_uri()).await);
+        for i in 0..12 {
+            let key = format!("join-{i}");
+            via_a
+                .set(request(set(&key, &key, true), NOBODY))
+                .await
+                .unwrap_or_else(|e| panic!("hot set {key} via a: {e}"));
+        }
+    });
+    let peers: Vec<String> = nodes.iter().map(ClusterNode::peer_entry).collect();
+    let mut x = static_node("x", &peers.join(","));
+    x.start_with(&flags);
+    for n in &nodes {
+        let r = n.setpeer(&format!("peer=x&addr={}", x.peer_addr()));
+        assert_eq!(r.status, 200, "setpeer x on {}: {}", n.name, r.describe());
+    }
+    let mut all = refs.clone();
+    all.push(&x);
+    wait_ring_members(&all, 3, MEMBERSHIP_DEADLINE);
+    let started = Instant::now();
+    loop {
+        let m = x.metrics();
+        let copies = m.sum("nexuscache_hot_copies_total", &[("kind", "replica")]);
+        assert_eq!(auth_failures(&m), 0.0, "x refused a push:\n{}", m.text);
+        if copies > 0.0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "x received no hot key in 10 s:\n{}",
+            m.text
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 // ---------------------------------------------------------------------------
 // HTTP/2 bounds
 // ---------------------------------------------------------------------------

@@ -587,6 +587,36 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_large_writes_stay_within_the_peers_budget() {
+        testing::run(|| async {
+            // The server holds at most 4 MiB of partial messages per
+            // connection; eight 1 MiB writes at once would pass it if all
+            // were sent at once (h2 interleaves their frames).
+            let server = Server::start(testing::core("1MiB").await);
+            let peer = PeerClient::new(server.addr, config(10_000, 100));
+            let value = Bytes::from(vec![7u8; 1 << 20]);
+            let tasks: Vec<_> = (0..8)
+                .map(|i| {
+                    let (peer, value) = (peer.clone(), value.clone());
+                    glommio::spawn_local(async move {
+                        peer.set(format!("big-{i}").as_bytes(), value, 0, false)
+                            .await
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("no write refused for the peer's budget");
+            }
+            assert_eq!(server.accepted.get(), 1);
+            assert_eq!(
+                peer.inner.in_flight.available_permits(),
+                peer.inner.in_flight_limit as usize,
+                "every request gave its bytes back"
+            );
+        });
+    }
+
+    #[test]
     fn a_dead_peer_fails_fast_during_the_backoff() {
         testing::run(|| async {
             let addr = closed_port();
