@@ -211,7 +211,7 @@ async fn run(
     loop {
         let next = poll_fn(|cx| {
             if !going_away && drain.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Next::GoAway("the node is draining"));
+                return Poll::Ready(Next::Drain);
             }
             if !going_away && idle_timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Next::IdleCheck);
@@ -222,13 +222,11 @@ async fn run(
         })
         .await;
         match next {
-            Next::GoAway(why) => {
-                // GOAWAY, then finish the calls already accepted. A client
-                // that never lets the connection end is cut by the reaper.
-                debug!(core = core.id, "gRPC connection going away: {why}");
+            Next::Drain => {
+                // GOAWAY, then finish the calls already accepted (the
+                // node's shutdown grace bounds how long that may take).
                 connection.graceful_shutdown();
                 going_away = true;
-                deadline.set(Some(Instant::now() + core.config.header_timeout()));
             }
             Next::IdleCheck => {
                 let now = Instant::now();
@@ -240,6 +238,9 @@ async fn run(
                         );
                         connection.graceful_shutdown();
                         going_away = true;
+                        // A client that never lets the connection end (no
+                        // PING answer, a call opened as GOAWAY crossed it
+                        // that never finishes) is cut by the core's reaper.
                         deadline.set(Some(now + core.config.header_timeout()));
                     }
                     // Idle since `at - idle`: look again when that is over.
@@ -266,7 +267,7 @@ type Accepted = Option<Result<(Request<RecvStream>, SendResponse<Bytes>), h2::Er
 
 /// What woke a connection's task.
 enum Next {
-    GoAway(&'static str),
+    Drain,
     IdleCheck,
     Accepted(Box<Accepted>),
 }
