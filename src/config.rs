@@ -45,6 +45,8 @@ pub const DEFAULT_ORIGIN_TIMEOUT_MS: u64 = 1000;
 pub const DEFAULT_ORIGIN_CONCURRENCY: usize = 64;
 /// Client connections (HTTP and gRPC together) a node holds at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Smallest default connection-buffer budget of a node.
+pub const DEFAULT_MIN_CONNECTION_MEMORY: u64 = 64 << 20;
 /// Members a ring may have, so `/setpeer` or etcd cannot grow it unbounded.
 pub const DEFAULT_MAX_RING_MEMBERS: usize = 256;
 
@@ -218,6 +220,12 @@ pub struct ServeArgs {
     /// split evenly over its cores; more are closed at once [default: 4096].
     #[arg(long, env = "NEXUSCACHE_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Bytes all client connections of the node may hold in buffers (HTTP
+    /// input and unsent output, HTTP/2 partly received messages), split
+    /// over cores; past it connections wait before growing or answering
+    /// [default: the larger of 64MiB and --max-memory / 4].
+    #[arg(long, env = "NEXUSCACHE_MAX_CONNECTION_MEMORY", value_name = "SIZE")]
+    pub max_connection_memory: Option<String>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -267,6 +275,7 @@ pub struct FileConfig {
     pub allow_setpeer_addr: Option<bool>,
     pub max_ring_members: Option<usize>,
     pub max_connections: Option<usize>,
+    pub max_connection_memory: Option<SizeValue>,
 }
 
 /// A size in a TOML file may be a number of bytes or a string with a suffix.
@@ -336,6 +345,8 @@ pub struct Config {
     pub allow_setpeer_addr: bool,
     pub max_ring_members: usize,
     pub max_connections: usize,
+    /// Budget of every connection buffer of the node together.
+    pub max_connection_memory: u64,
 }
 
 /// The files tokens and secrets were read from (inline values are not
@@ -428,13 +439,16 @@ impl Config {
         (self.max_connections / self.cores()).max(1)
     }
 
+    /// Each core's share of `--max-connection-memory`.
+    pub fn connection_memory_per_core(&self) -> u64 {
+        self.max_connection_memory / self.cores() as u64
+    }
+
     /// Unsent response bytes after which an HTTP connection stops reading
     /// until the client takes them: two of the largest values, at least
     /// 4 MiB.
     pub fn max_unsent_bytes(&self) -> usize {
-        let two_values =
-            usize::try_from(self.max_value_bytes.saturating_mul(2)).unwrap_or(usize::MAX);
-        two_values.max(4 << 20)
+        usize::try_from(unsent_cap(self.max_value_bytes)).unwrap_or(usize::MAX)
     }
 
     /// The effective settings in the `--config` file format, so the output
@@ -491,6 +505,7 @@ impl Config {
             allow_setpeer_addr: Some(self.allow_setpeer_addr),
             max_ring_members: Some(self.max_ring_members),
             max_connections: Some(self.max_connections),
+            max_connection_memory: Some(SizeValue::Bytes(self.max_connection_memory)),
         };
         let body =
             toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"));
@@ -528,6 +543,14 @@ impl Config {
             (None, Some(v)) => v.to_bytes("hot_max_memory")?,
             (None, None) => max_memory / DEFAULT_HOT_MEMORY_DIVISOR,
         };
+        let max_connection_memory =
+            match (&args.max_connection_memory, &file.max_connection_memory) {
+                (Some(s), _) => {
+                    Some(parse_size(s).map_err(|e| invalid("--max-connection-memory", e))?)
+                }
+                (None, Some(v)) => Some(v.to_bytes("max_connection_memory")?),
+                (None, None) => None,
+            };
         let origin_url = args.origin.clone().or(file.origin.clone());
         let origin = match &origin_url {
             Some(url) => Some(OriginTemplate::parse(url).map_err(|e| invalid("--origin", e))?),
@@ -627,6 +650,9 @@ impl Config {
                 .max_ring_members
                 .or(file.max_ring_members)
                 .unwrap_or(DEFAULT_MAX_RING_MEMBERS),
+            max_connection_memory: max_connection_memory.unwrap_or_else(|| {
+                default_connection_memory(max_memory, max_value_bytes, cores)
+            }),
             max_connections: args
                 .max_connections
                 .or(file.max_connections)
@@ -841,6 +867,22 @@ impl Config {
         if self.max_memory > MAX_MEMORY_BYTES {
             return Err(invalid("--max-memory", "must be at most 1TiB"));
         }
+        // Each core must be able to hold at least one connection answering
+        // the largest value, or such requests would wait forever.
+        let one_connection = self.max_unsent_bytes() as u64 + 2 * self.max_value_bytes;
+        if self.connection_memory_per_core() < one_connection
+            || self.max_connection_memory > MAX_MEMORY_BYTES
+        {
+            return Err(invalid(
+                "--max-connection-memory",
+                format!(
+                    "must give each of the {} cores at least {} bytes (the unsent-output cap \
+                     plus two values), and be at most 1TiB",
+                    self.cores(),
+                    one_connection
+                ),
+            ));
+        }
         if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS {
             return Err(invalid(
                 "--max-connections",
@@ -887,6 +929,22 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Unsent response bytes after which an HTTP connection stops answering:
+/// two of the largest values, at least 4 MiB.
+fn unsent_cap(max_value_bytes: u64) -> u64 {
+    max_value_bytes.saturating_mul(2).max(4 << 20)
+}
+
+/// A quarter of the cache budget, at least 64 MiB, and always enough for
+/// one connection per core to answer the largest value (see
+/// `validate_bounds`), so the default never refuses to start.
+fn default_connection_memory(max_memory: u64, max_value_bytes: u64, cores: usize) -> u64 {
+    let per_core = unsent_cap(max_value_bytes).saturating_add(max_value_bytes.saturating_mul(2));
+    (max_memory / 4)
+        .max(DEFAULT_MIN_CONNECTION_MEMORY)
+        .max(per_core.saturating_mul(cores as u64))
 }
 
 fn invalid(field: &str, reason: impl std::fmt::Display) -> StartupError {

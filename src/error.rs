@@ -52,6 +52,10 @@ pub enum ApiError {
     EntryTooLarge(String),
     #[error("server is shutting down")]
     Draining,
+    /// The core's connections hold their whole share of
+    /// `--max-connection-memory` and none gave any back in time.
+    #[error("connection buffers are full on this node ({budget} bytes per core); retry later")]
+    ConnectionMemoryExhausted { budget: u64 },
     #[error("owner node {peer} is unavailable: {reason}")]
     OwnerUnavailable { peer: String, reason: String },
     /// The read-through origin failed (error status, timeout, unreachable).
@@ -103,6 +107,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::Origin(_) => 502,
             ApiError::Draining
+            | ApiError::ConnectionMemoryExhausted { .. }
             | ApiError::OwnerUnavailable { .. }
             | ApiError::ReplicaNotUpdated { .. }
             | ApiError::ControlUnavailable(_) => 503,
@@ -123,7 +128,8 @@ impl ApiError {
             | ApiError::BodyTooLarge { .. }
             | ApiError::EntryTooLarge(_)
             | ApiError::HeadTooLarge { .. }
-            | ApiError::TrailersTooLarge { .. } => Code::ResourceExhausted,
+            | ApiError::TrailersTooLarge { .. }
+            | ApiError::ConnectionMemoryExhausted { .. } => Code::ResourceExhausted,
             ApiError::NoRoute(_) | ApiError::MethodNotAllowed { .. } => Code::Unimplemented,
             ApiError::PeerNotFound(_) => Code::NotFound,
             ApiError::MembershipForbidden(_) => Code::PermissionDenied,
@@ -152,6 +158,7 @@ impl ApiError {
                 | ApiError::TrailersTooLarge { .. }
                 | ApiError::BodyTooLarge { .. }
                 | ApiError::Draining
+                | ApiError::ConnectionMemoryExhausted { .. }
         )
     }
 

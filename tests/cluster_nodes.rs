@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use cluster_common::{
     grpc_client, keys_owned_by, peer_requests, peer_requests_op, start_etcd_nodes,
-    start_static_nodes, static_node, value_body, wait_for, wait_ring_members, Client, ClusterNode,
-    Outcome, StallWatch, MEMBERSHIP_DEADLINE, PEER_BOUND,
+    start_static_nodes_with, static_node, value_body, wait_for, wait_ring_members, Client,
+    ClusterNode, Outcome, StallWatch, MEMBERSHIP_DEADLINE, PEER_BOUND,
 };
 use common::{assert_error, Response};
 use etcd_common::Etcd;
@@ -1004,7 +1004,9 @@ fn a_30s_etcd_outage_leaves_the_cluster_serving_and_joins_are_seen_after_it() {
 
 #[test]
 fn static_peers_route_to_each_other_and_setpeer_adds_a_node() {
-    let nodes = start_static_nodes(&["a", "b"]);
+    // Adding a node that is not in --peers needs the operator's opt-in
+    // (tests/setpeer_security.rs covers the refusal without it).
+    let nodes = start_static_nodes_with(&["a", "b"], &["--allow-setpeer-addr"]);
     wait_ring_members(&refs(&nodes), 2, MEMBERSHIP_DEADLINE);
     let names = ["a", "b"];
     let keys: Vec<String> = keys_owned_by(&nodes[0], &names, 2, "static")

@@ -953,7 +953,8 @@ fn c_repeated_remote_reads_make_an_auto_copy_that_expires_and_is_invalidated() {
 
 #[test]
 fn d_a_node_that_joins_receives_the_current_hot_keys() {
-    let nodes = cluster(&["a", "b"], &[]);
+    // x is not in a's and b's --peers: adding it needs the opt-in.
+    let nodes = cluster(&["a", "b"], &["--allow-setpeer-addr"]);
     let (a, b) = (&nodes[0], &nodes[1]);
     let prefix = uniq("join");
     let keys: Vec<String> = (0..12).map(|i| format!("{prefix}-{i}")).collect();

@@ -90,10 +90,9 @@ fn core_budget(core: &Core, connection_budget: usize) -> Rc<Budget> {
     CORE_BUDGET.with(|cell| {
         cell.borrow_mut()
             .get_or_insert_with(|| {
-                let per_core = core.config.max_memory / core.config.cores().max(1) as u64;
                 Rc::new(Budget::new(budget::core_budget(
                     connection_budget,
-                    per_core,
+                    core.config.connection_memory_per_core(),
                 )))
             })
             .clone()

@@ -30,11 +30,12 @@ pub fn connection_budget(max_message_bytes: usize) -> usize {
 }
 
 /// Bytes the partly received messages of all gRPC connections of one core
-/// may hold: a quarter of the core's share of `--max-memory`, at least one
+/// may hold: the core's share of `--max-connection-memory`, at least one
 /// connection's budget.
-pub fn core_budget(connection_budget: usize, max_memory_per_core: u64) -> usize {
-    let quarter = usize::try_from(max_memory_per_core / 4).unwrap_or(usize::MAX);
-    quarter.max(connection_budget)
+pub fn core_budget(connection_budget: usize, connection_memory_per_core: u64) -> usize {
+    usize::try_from(connection_memory_per_core)
+        .unwrap_or(usize::MAX)
+        .max(connection_budget)
 }
 
 /// A byte count with a ceiling, shared by the streams it covers.
@@ -166,9 +167,9 @@ mod tests {
         assert_eq!(connection_budget(MIB + 100), 4 * MIB);
         assert_eq!(connection_budget(3 * MIB), 6 * MIB);
         assert_eq!(connection_budget(usize::MAX), usize::MAX);
-        // --max-memory 64MiB over 2 cores: 8 MiB per core.
-        assert_eq!(core_budget(4 * MIB, 32 * MIB as u64), 8 * MIB);
-        assert_eq!(core_budget(4 * MIB, 4 * MIB as u64), 4 * MIB);
+        // --max-connection-memory 64MiB over 2 cores: 32 MiB per core.
+        assert_eq!(core_budget(4 * MIB, 32 * MIB as u64), 32 * MIB);
+        assert_eq!(core_budget(4 * MIB, 2 * MIB as u64), 4 * MIB);
     }
 
     #[test]

@@ -114,6 +114,8 @@ pub struct Core {
     pub cores: usize,
     pub config: Arc<Config>,
     pub limits: Limits,
+    /// This core's share of `--max-connection-memory`.
+    connection_budget: u64,
     pub metrics: CoreMetrics,
     pub lifecycle: Arc<Lifecycle>,
     pub(super) shard: RefCell<Shard>,
@@ -211,6 +213,7 @@ impl Core {
             ring: RefCell::new(Rc::new(view)),
             id,
             cores: config.cores(),
+            connection_budget: config.connection_memory_per_core(),
             limits,
             metrics,
             shard: RefCell::new(Shard::new(config.shard_capacity()).report_evicted_copies()),
@@ -508,6 +511,13 @@ impl Core {
             }
         }
         reaped
+    }
+
+    /// Whether this core's connections hold more buffer bytes than its
+    /// share of `--max-connection-memory` (or would, after `extra` more):
+    /// a connection then waits before it grows a buffer or answers.
+    pub fn connection_memory_exhausted(&self, extra: usize) -> bool {
+        self.metrics.connection_buffer_bytes() + extra as u64 > self.connection_budget
     }
 
     pub fn open_connections(&self) -> usize {

@@ -89,6 +89,28 @@ impl InBuf {
         }
     }
 
+    /// Bytes [`InBuf::spare`] would add to the buffer right now (the same
+    /// decision, without making it).
+    fn growth_needed(&self) -> usize {
+        let len = self.buf.len();
+        let (start, end) = if self.start == self.end {
+            (0, 0)
+        } else {
+            (self.start, self.end)
+        };
+        if end != len && len - start >= self.want {
+            return 0;
+        }
+        let needed = if self.want > len {
+            self.want
+        } else if end - start == len {
+            len * 2
+        } else {
+            len
+        };
+        needed - len
+    }
+
     /// Room for the next read: reuse consumed space first, grow if a single
     /// request is larger than the buffer (to its known size if it has one).
     fn spare(&mut self) -> &mut [u8] {
@@ -187,11 +209,22 @@ async fn run(
         let mut close = false;
         let mut over_cap = false;
         while !buffers.input.is_empty() {
-            if buffers.out.len() >= max_unsent {
+            if buffers.out.len() >= max_unsent
+                || (!buffers.out.is_empty() && core.connection_memory_exhausted(0))
+            {
                 // Answer the rest only once these left: a client that
-                // pipelines and never reads is held to the cap.
+                // pipelines and never reads is held to the cap, and
+                // while the core's connections hold their whole budget
+                // nobody adds to it before writing what it has.
                 over_cap = true;
                 break;
+            }
+            if buffers.out.is_empty() && core.connection_memory_exhausted(0) {
+                if let Err(e) = wait_for_connection_memory(core, 0).await {
+                    response::write_error(&mut buffers.out, &e, true);
+                    close = true;
+                    break;
+                }
             }
             let step = next_request(
                 core,
@@ -252,6 +285,15 @@ async fn run(
             ));
         }
         deadline.set(Some(until));
+        let growth = buffers.input.growth_needed();
+        if growth > 0 && core.connection_memory_exhausted(growth) {
+            if let Err(e) = wait_for_connection_memory(core, growth).await {
+                buffers.out.clear();
+                response::write_error(&mut buffers.out, &e, true);
+                write_out(stream, &buffers.out, deadline, core.config.idle_timeout()).await?;
+                return Ok(());
+            }
+        }
         let spare = buffers.input.spare();
         let n = stream.read(spare).await;
         buffers.account();
@@ -261,6 +303,24 @@ async fn run(
         }
         buffers.input.end += n;
     }
+}
+
+/// Waits until the core's connections hold less than their share of
+/// `--max-connection-memory` (with `extra` more bytes), at most a header
+/// timeout: memory comes back as other connections write, shrink or are
+/// reaped. Polled, because this only happens under memory pressure.
+async fn wait_for_connection_memory(core: &Core, extra: usize) -> Result<(), ApiError> {
+    const POLL: Duration = Duration::from_millis(2);
+    let give_up = Instant::now() + core.config.header_timeout();
+    while core.connection_memory_exhausted(extra) {
+        if Instant::now() >= give_up {
+            return Err(ApiError::ConnectionMemoryExhausted {
+                budget: core.config.connection_memory_per_core(),
+            });
+        }
+        glommio::timer::sleep(POLL).await;
+    }
+    Ok(())
 }
 
 /// Writes `out` whole. Each write that makes progress moves the deadline to
@@ -576,4 +636,40 @@ fn unexpected(out: &mut Vec<u8>, reply: Reply, close: bool) -> u16 {
         .unwrap_or_else(|| ApiError::Internal("unexpected reply from the owning core".into()));
     response::write_error(out, &err, close);
     err.status()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `growth_needed` is what the memory budget is checked against: it
+    /// must predict exactly what `spare` then allocates.
+    #[test]
+    fn growth_needed_predicts_what_spare_allocates() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..10_000 {
+            let len = INITIAL_BUFFER << rng.usize(0..4);
+            let end = rng.usize(0..=len);
+            let start = rng.usize(0..=end);
+            let want = match rng.u8(0..3) {
+                0 => 0,
+                1 => rng.usize(0..=len),
+                _ => rng.usize(0..4 * len),
+            };
+            let mut input = InBuf {
+                buf: vec![0; len],
+                start,
+                end,
+                want,
+            };
+            let predicted = input.growth_needed();
+            let spare = input.spare().len();
+            assert!(spare > 0, "spare always leaves room to read");
+            assert_eq!(
+                input.buf.len() - len,
+                predicted,
+                "len {len} start {start} end {end} want {want}"
+            );
+        }
+    }
 }
