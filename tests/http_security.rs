@@ -569,3 +569,67 @@ fn idle_connections_after_a_large_put_give_their_buffers_back() {
         thread::sleep(POLL);
     }
 }
+
+/// Many connections that never read share one budget: past the core's share
+/// of `--max-connection-memory`, connections write what they hold before
+/// answering more, and wait before answering anew, so the node's buffers
+/// stay near the budget however many connections the attack uses. Without
+/// the node budget each connection would hold up to the 4 MiB cap.
+#[test]
+fn connections_that_never_read_share_the_node_budget() {
+    const ATTACKERS: usize = 24;
+    let node = Node::start(&[
+        "--max-memory",
+        "64MiB",
+        "--max-connection-memory",
+        "16MiB",
+        "--idle-timeout",
+        "2",
+    ]);
+    let value = vec![b'v'; MIB as usize];
+    assert_eq!(node.req("PUT", "/v1/keys/big", &value).status, 200);
+    assert_eq!(node.req("PUT", "/v1/keys/small", b"s").status, 200);
+    let before = rss(&node);
+    let started = Instant::now();
+    let attackers: Vec<TcpStream> = (0..ATTACKERS)
+        .map(|_| pipeline_without_reading(node.port, 20))
+        .collect();
+    let mut peak = before;
+    while started.elapsed() < Duration::from_millis(1500) {
+        peak = peak.max(rss(&node));
+        thread::sleep(Duration::from_millis(50));
+    }
+    // The budget (8 MiB on each of the 2 cores) + one response crossing it
+    // per core + allocator slack; 24 connections at the 4 MiB cap would be
+    // ~100 MiB.
+    let bound = 16 * MIB + 2 * 2 * MIB + SLACK;
+    eprintln!(
+        "{ATTACKERS} connections never reading, node budget 16 MiB: RSS {:.1} -> peak {:.1} MiB \
+         (growth {:.1} MiB, bound {:.1} MiB)",
+        mib(before),
+        mib(peak),
+        mib(peak - before),
+        mib(bound)
+    );
+    assert!(
+        peak - before < bound,
+        "RSS grew {:.1} MiB (bound {:.1})",
+        mib(peak - before),
+        mib(bound)
+    );
+    // An honest client waits while the budget is spent, and is answered once
+    // the idle timeout (2 s) has closed the connections that never read.
+    let mut honest = Conn::connect(node.port);
+    honest.set_read_timeout(Duration::from_secs(12));
+    let asked = Instant::now();
+    let r = honest.get("/v1/keys/small");
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_eq!(r.body, b"s");
+    eprintln!("honest GET answered after {:?}", asked.elapsed());
+    drop(attackers);
+    let gauge = node.metrics().sum("nexuscache_connection_buffer_bytes", &[]);
+    assert!(
+        gauge <= 16.0 * MIB as f64,
+        "connection buffers back under the budget after the attack: {gauge}"
+    );
+}

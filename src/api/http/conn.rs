@@ -241,6 +241,8 @@ async fn run(
                     buffers.input.start += consumed;
                     buffers.input.want = 0;
                     framing = Framing::default();
+                    // The core's budget check above must see this batch grow.
+                    buffers.account();
                     if !keep_alive {
                         close = true;
                         break;
