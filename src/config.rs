@@ -543,14 +543,12 @@ impl Config {
             (None, Some(v)) => v.to_bytes("hot_max_memory")?,
             (None, None) => max_memory / DEFAULT_HOT_MEMORY_DIVISOR,
         };
-        let max_connection_memory =
-            match (&args.max_connection_memory, &file.max_connection_memory) {
-                (Some(s), _) => {
-                    Some(parse_size(s).map_err(|e| invalid("--max-connection-memory", e))?)
-                }
-                (None, Some(v)) => Some(v.to_bytes("max_connection_memory")?),
-                (None, None) => None,
-            };
+        let max_connection_memory = match (&args.max_connection_memory, &file.max_connection_memory)
+        {
+            (Some(s), _) => Some(parse_size(s).map_err(|e| invalid("--max-connection-memory", e))?),
+            (None, Some(v)) => Some(v.to_bytes("max_connection_memory")?),
+            (None, None) => None,
+        };
         let origin_url = args.origin.clone().or(file.origin.clone());
         let origin = match &origin_url {
             Some(url) => Some(OriginTemplate::parse(url).map_err(|e| invalid("--origin", e))?),
@@ -650,9 +648,8 @@ impl Config {
                 .max_ring_members
                 .or(file.max_ring_members)
                 .unwrap_or(DEFAULT_MAX_RING_MEMBERS),
-            max_connection_memory: max_connection_memory.unwrap_or_else(|| {
-                default_connection_memory(max_memory, max_value_bytes, cores)
-            }),
+            max_connection_memory: max_connection_memory
+                .unwrap_or_else(|| default_connection_memory(max_memory, max_value_bytes, cores)),
             max_connections: args
                 .max_connections
                 .or(file.max_connections)
