@@ -266,7 +266,9 @@ fn compose_publishes_on_loopback_only_and_nodes_share_a_generated_secret() {
             .map(scalar_string)
             .collect();
         assert!(
-            mounts.iter().any(|m| m == "cluster-secret:/run/nexuscache:ro"),
+            mounts
+                .iter()
+                .any(|m| m == "cluster-secret:/run/nexuscache:ro"),
             "{name}: mounts the secret volume read-only, got {mounts:?}"
         );
         assert_eq!(

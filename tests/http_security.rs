@@ -627,7 +627,9 @@ fn connections_that_never_read_share_the_node_budget() {
     assert_eq!(r.body, b"s");
     eprintln!("honest GET answered after {:?}", asked.elapsed());
     drop(attackers);
-    let gauge = node.metrics().sum("nexuscache_connection_buffer_bytes", &[]);
+    let gauge = node
+        .metrics()
+        .sum("nexuscache_connection_buffer_bytes", &[]);
     assert!(
         gauge <= 16.0 * MIB as f64,
         "connection buffers back under the budget after the attack: {gauge}"
