@@ -17,7 +17,7 @@
 //! robust. Everything a fetch does (waiting for a slot, connecting,
 //! sending, reading the whole response) is bounded by one timeout.
 
-mod response;
+pub mod response;
 mod template;
 
 use std::net::SocketAddr;

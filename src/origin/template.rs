@@ -104,13 +104,22 @@ impl OriginTemplate {
 
     /// The request target for `key`: the template's path and query with
     /// `{key}` replaced by the key percent-encoded (every byte outside
-    /// `A-Z a-z 0-9 - . _ ~`; keys are arbitrary bytes).
+    /// `A-Z a-z 0-9 - . _ ~`; keys are arbitrary bytes), so the key stays
+    /// one path segment: `/` goes as `%2F`, and a key of `.` or `..` goes as
+    /// `%2E` / `%2E%2E`, never as a dot segment that a server removing dot
+    /// segments (RFC 3986 §5.2.4) would resolve to the template's parent.
     pub fn target_for(&self, key: &[u8]) -> String {
         let mut target =
             String::with_capacity(self.before.len() + key.len() * 3 + self.after.len());
         target.push_str(&self.before);
-        // Writing into a String cannot fail.
-        let _ = write!(target, "{}", percent_encode(key, KEY_ENCODE));
+        if is_dot_segment(key) {
+            for _ in key {
+                target.push_str("%2E");
+            }
+        } else {
+            // Writing into a String cannot fail.
+            let _ = write!(target, "{}", percent_encode(key, KEY_ENCODE));
+        }
         target.push_str(&self.after);
         target
     }
@@ -124,6 +133,13 @@ impl OriginTemplate {
     pub fn authority(&self) -> &str {
         &self.authority
     }
+}
+
+/// `.` and `..`: the segments RFC 3986 §5.2.4 removes or resolves. Any
+/// other key, dots included (`...`, `a.b`), is an ordinary segment once its
+/// `/` bytes are encoded.
+fn is_dot_segment(key: &[u8]) -> bool {
+    matches!(key, b"." | b"..")
 }
 
 enum Host<'a> {
@@ -311,5 +327,85 @@ mod tests {
         let target = t.target_for(&all);
         assert!(target.bytes().all(|b| b.is_ascii_graphic()), "{target}");
         assert_eq!(target.len(), "/items/?v=1".len() + 66 + 190 * 3);
+    }
+
+    /// RFC 3986 §5.2.4 remove_dot_segments, as a server or proxy applies it
+    /// to the raw path before it decodes percent-escapes.
+    fn remove_dot_segments(path: &str) -> String {
+        let mut out: Vec<&str> = Vec::new();
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        for (i, segment) in segments.iter().enumerate() {
+            let last = i + 1 == segments.len();
+            match *segment {
+                "." => {
+                    if last {
+                        out.push("");
+                    }
+                }
+                ".." => {
+                    out.pop();
+                    if last {
+                        out.push("");
+                    }
+                }
+                s => out.push(s),
+            }
+        }
+        format!("/{}", out.join("/"))
+    }
+
+    /// What a server that normalises the path and then decodes each segment
+    /// sees: the segments of the path, decoded.
+    fn segments_seen(target: &str) -> Vec<Vec<u8>> {
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        remove_dot_segments(path)
+            .split('/')
+            .skip(1)
+            .map(|s| percent_encoding::percent_decode_str(s).collect())
+            .collect()
+    }
+
+    #[test]
+    fn dot_keys_cannot_climb_out_of_the_template_path() {
+        let t = parse("http://127.0.0.1:8000/items/{key}");
+        assert_eq!(t.target_for(b"."), "/items/%2E");
+        assert_eq!(t.target_for(b".."), "/items/%2E%2E");
+        let t = parse("http://127.0.0.1:8000/api/v2/items/{key}/raw?x=1");
+        assert_eq!(t.target_for(b".."), "/api/v2/items/%2E%2E/raw?x=1");
+        // Dots that are not a whole segment stay readable.
+        assert_eq!(t.target_for(b"..."), "/api/v2/items/.../raw?x=1");
+        assert_eq!(t.target_for(b"a.b"), "/api/v2/items/a.b/raw?x=1");
+        assert_eq!(t.target_for(b"../x"), "/api/v2/items/..%2Fx/raw?x=1");
+
+        // After normalisation every key is still exactly the one segment
+        // between the template's prefix and suffix, byte for byte.
+        for key in [
+            &b"."[..],
+            b"..",
+            b"...",
+            b"../..",
+            b"../../etc/passwd",
+            b"/",
+            b"//",
+            b"a/../../b",
+            b"./.",
+            b"%2E%2E",
+            b"..%2F..",
+            b"\\..\\",
+        ] {
+            let seen = segments_seen(&t.target_for(key));
+            assert_eq!(
+                seen,
+                [&b"api"[..], b"v2", b"items", key, b"raw"],
+                "key {:?} -> {}",
+                String::from_utf8_lossy(key),
+                t.target_for(key)
+            );
+        }
+        // The same with {key} as the last segment.
+        let t = parse("http://127.0.0.1:8000/items/{key}");
+        for key in [&b"."[..], b"..", b"../..", b"a/b"] {
+            assert_eq!(segments_seen(&t.target_for(key)), [&b"items"[..], key]);
+        }
     }
 }
