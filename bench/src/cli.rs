@@ -145,7 +145,20 @@ pub struct Args {
     /// No per-second progress lines.
     #[arg(long)]
     pub quiet: bool,
+
+    /// Send `Authorization: Bearer TOKEN` on every HTTP request and gRPC
+    /// call, for a node started with --auth-token. Default: the
+    /// NEXUSCACHE_AUTH_TOKEN environment variable, if set and not empty
+    /// (prefer it: a flag shows in `ps`).
+    #[arg(long, value_name = "TOKEN")]
+    pub auth_token: Option<String>,
 }
+
+/// The environment variable read when `--auth-token` is not given (the
+/// node reads the same name).
+pub const AUTH_TOKEN_ENV: &str = "NEXUSCACHE_AUTH_TOKEN";
+/// Longest token accepted; the node's own limit is 512 bytes.
+const MAX_AUTH_TOKEN_BYTES: usize = 4096;
 
 /// Invalid combinations of flags.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -176,6 +189,8 @@ pub enum ConfigError {
     NoTargets,
     #[error("cannot resolve target {target:?}: {reason}")]
     BadTarget { target: String, reason: String },
+    #[error("--auth-token (or {AUTH_TOKEN_ENV}) must be 1-{MAX_AUTH_TOKEN_BYTES} visible ASCII characters (no spaces or control characters), got {len} bytes")]
+    BadAuthToken { len: usize },
 }
 
 /// One server to send to.
@@ -223,12 +238,25 @@ pub struct Config {
     pub hdr_log: Option<PathBuf>,
     pub seed: u64,
     pub quiet: bool,
+    /// Bearer token sent with every request (`--auth-token` or the env).
+    pub auth_token: Option<String>,
     /// Connections of each worker thread.
     pub layout: Vec<Vec<ConnSpec>>,
 }
 
 impl Config {
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let from_env = std::env::var(AUTH_TOKEN_ENV).ok();
+        Config::from_args_and_env(args, from_env)
+    }
+
+    /// [`Config::from_args`] with the value of `NEXUSCACHE_AUTH_TOKEN`
+    /// passed in, so tests do not depend on the environment.
+    pub fn from_args_and_env(
+        args: Args,
+        auth_token_env: Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let auth_token = auth_token(args.auth_token.clone(), auth_token_env)?;
         if args.duration.is_zero() {
             return Err(ConfigError::ZeroDuration);
         }
@@ -315,9 +343,24 @@ impl Config {
             hdr_log: args.hdr_log,
             seed,
             quiet: args.quiet,
+            auth_token,
             layout,
         })
     }
+}
+
+/// The token to send: the flag, else a non-empty env value. It goes into a
+/// header line verbatim, so anything but visible ASCII is refused (a CR or
+/// LF would split the request).
+fn auth_token(flag: Option<String>, env: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(token) = flag.or(env.filter(|t| !t.is_empty())) else {
+        return Ok(None);
+    };
+    let visible = token.bytes().all(|b| b.is_ascii_graphic());
+    if token.is_empty() || token.len() > MAX_AUTH_TOKEN_BYTES || !visible {
+        return Err(ConfigError::BadAuthToken { len: token.len() });
+    }
+    Ok(Some(token))
 }
 
 /// Spreads `connections` over `threads` workers and `targets` round-robin;
@@ -623,6 +666,45 @@ mod tests {
         assert_eq!(total, 10);
         // More threads than connections: one thread per connection.
         assert_eq!(layout(2, 2, 8, 1).len(), 2);
+    }
+
+    #[test]
+    fn auth_token_from_the_flag_or_the_environment() {
+        let with_env = |extra: &[&str], env: Option<&str>| {
+            Config::from_args_and_env(args(extra), env.map(str::to_string))
+        };
+        let token = "0123456789abcdef-token";
+        assert_eq!(with_env(&[], None).unwrap().auth_token, None);
+        assert_eq!(
+            with_env(&["--auth-token", token], None)
+                .unwrap()
+                .auth_token
+                .as_deref(),
+            Some(token)
+        );
+        assert_eq!(
+            with_env(&[], Some(token)).unwrap().auth_token.as_deref(),
+            Some(token)
+        );
+        // The flag wins; an empty variable counts as unset.
+        assert_eq!(
+            with_env(&["--auth-token", "from-flag"], Some(token))
+                .unwrap()
+                .auth_token
+                .as_deref(),
+            Some("from-flag")
+        );
+        assert_eq!(with_env(&[], Some("")).unwrap().auth_token, None);
+        // Anything that could break the header line is refused.
+        for bad in ["", "a b", "tok\r\nX-Evil: 1", "tok\u{e9}"] {
+            let err = with_env(&["--auth-token", bad], None).unwrap_err();
+            assert_eq!(err, ConfigError::BadAuthToken { len: bad.len() }, "{bad:?}");
+            assert!(!err.to_string().contains(bad) || bad.is_empty(), "{err}");
+        }
+        let err = with_env(&[], Some("a\nb")).unwrap_err();
+        assert_eq!(err, ConfigError::BadAuthToken { len: 3 });
+        let long = "t".repeat(MAX_AUTH_TOKEN_BYTES + 1);
+        assert!(with_env(&["--auth-token", &long], None).is_err());
     }
 
     #[test]

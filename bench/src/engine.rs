@@ -1084,6 +1084,7 @@ mod tests {
         let transport = HttpTransport::new(
             cfg.mode,
             std::slice::from_ref(&target),
+            cfg.auth_token.as_deref(),
             &cfg.key_names,
             cfg.value_size,
         );
@@ -1172,6 +1173,7 @@ mod tests {
         let transport = HttpTransport::new(
             cfg.mode,
             std::slice::from_ref(&target),
+            None,
             &crate::keys::KeyNames::numbered("k"),
             1,
         );

@@ -89,28 +89,32 @@ const F_AUTHORITY: usize = 4;
 const F_CONTENT_TYPE: usize = 5;
 const F_TE: usize = 6;
 const F_USER_AGENT: usize = 7;
-const GET_FIELDS: [usize; 7] = [
-    F_METHOD,
-    F_SCHEME,
-    F_PATH_GET,
-    F_AUTHORITY,
-    F_CONTENT_TYPE,
-    F_TE,
-    F_USER_AGENT,
-];
-const SET_FIELDS: [usize; 7] = [
-    F_METHOD,
-    F_SCHEME,
-    F_PATH_SET,
-    F_AUTHORITY,
-    F_CONTENT_TYPE,
-    F_TE,
-    F_USER_AGENT,
-];
+/// Only in the list with `--auth-token`.
+const F_AUTHORIZATION: usize = 8;
+/// HPACK static table index of the `authorization` name (RFC 7541 A).
+const STATIC_AUTHORIZATION: usize = 23;
 
-fn request_fields(authority: &str) -> Vec<Field> {
+/// The header fields of a call (`path` is `F_PATH_GET` or `F_PATH_SET`):
+/// pseudo-headers first, then the rest, `authorization` when a token is set.
+fn call_fields(path: usize, with_auth: bool) -> Vec<usize> {
+    let mut ids = vec![
+        F_METHOD,
+        F_SCHEME,
+        path,
+        F_AUTHORITY,
+        F_CONTENT_TYPE,
+        F_TE,
+        F_USER_AGENT,
+    ];
+    if with_auth {
+        ids.push(F_AUTHORIZATION);
+    }
+    ids
+}
+
+fn request_fields(authority: &str, auth_token: Option<&str>) -> Vec<Field> {
     // Static table indices from RFC 7541 appendix A.
-    vec![
+    let mut fields = vec![
         Field::indexed(b":method", b"POST", 3),
         Field::indexed(b":scheme", b"http", 6),
         Field::new(b":path", GET_PATH.as_bytes(), Some(4)),
@@ -123,13 +127,28 @@ fn request_fields(authority: &str) -> Vec<Field> {
             concat!("nexuscache-bench/", env!("CARGO_PKG_VERSION")).as_bytes(),
             Some(58),
         ),
-    ]
+    ];
+    if let Some(token) = auth_token {
+        // Indexed after its first use like every other field: the same
+        // token goes on every call of the connection.
+        fields.push(Field::new(
+            b"authorization",
+            format!("Bearer {token}").as_bytes(),
+            Some(STATIC_AUTHORIZATION),
+        ));
+    }
+    fields
 }
 
 /// What every connection to one target shares.
 #[derive(Debug)]
 struct Shared {
     authority: String,
+    /// `--auth-token`, sent as `authorization: Bearer <token>`.
+    auth_token: Option<String>,
+    /// Header field ids of a Get and of a Set call.
+    get_fields: Vec<usize>,
+    set_fields: Vec<usize>,
     /// Raw key names (gRPC keys are bytes: no encoding).
     keys: KeyNames,
     value: Vec<u8>,
@@ -142,15 +161,25 @@ pub struct GrpcTransport {
 }
 
 impl GrpcTransport {
-    /// `authorities` are the `:authority` values, one per target.
-    pub fn new(authorities: &[String], keys: &KeyNames, value_size: usize) -> GrpcTransport {
+    /// `authorities` are the `:authority` values, one per target. With
+    /// `auth_token` every call carries `authorization: Bearer <token>`.
+    pub fn new(
+        authorities: &[String],
+        auth_token: Option<&str>,
+        keys: &KeyNames,
+        value_size: usize,
+    ) -> GrpcTransport {
         let value = make_value(value_size);
+        let with_auth = auth_token.is_some();
         GrpcTransport {
             targets: authorities
                 .iter()
                 .map(|a| {
                     Arc::new(Shared {
                         authority: a.clone(),
+                        auth_token: auth_token.map(str::to_string),
+                        get_fields: call_fields(F_PATH_GET, with_auth),
+                        set_fields: call_fields(F_PATH_SET, with_auth),
                         keys: keys.clone(),
                         value: value.clone(),
                     })
@@ -456,7 +485,10 @@ impl std::fmt::Debug for GrpcCodec {
 impl GrpcCodec {
     fn new(shared: Arc<Shared>) -> GrpcCodec {
         GrpcCodec {
-            encoder: HeaderEncoder::new(request_fields(&shared.authority)),
+            encoder: HeaderEncoder::new(request_fields(
+                &shared.authority,
+                shared.auth_token.as_deref(),
+            )),
             shared,
             decoder: loona_hpack::Decoder::new(),
             next_stream: 1,
@@ -491,8 +523,8 @@ impl GrpcCodec {
         // Header block.
         self.scratch.clear();
         let (cache_key, fields) = match kind {
-            OpKind::Read => (0, &GET_FIELDS),
-            OpKind::Write => (1, &SET_FIELDS),
+            OpKind::Read => (0, &self.shared.get_fields),
+            OpKind::Write => (1, &self.shared.set_fields),
         };
         self.encoder.encode(cache_key, fields, &mut self.scratch);
         let max = self.peer_max_frame;
@@ -1093,7 +1125,7 @@ mod tests {
     }
 
     fn codec_with(keys: KeyNames, value_size: usize) -> GrpcCodec {
-        GrpcTransport::new(&[AUTH.to_string()], &keys, value_size).codec(0)
+        GrpcTransport::new(&[AUTH.to_string()], None, &keys, value_size).codec(0)
     }
 
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
@@ -1295,6 +1327,46 @@ mod tests {
         }
         // The third request's fields are all indexed by now.
         assert!(sizes[2] <= 7, "{sizes:?}");
+    }
+
+    #[test]
+    fn every_call_carries_the_bearer_token() {
+        let keys = KeyNames::numbered("key:");
+        let token = "tok-0123456789abcdef";
+        let mut c = GrpcTransport::new(&[AUTH.to_string()], Some(token), &keys, 5).codec(0);
+        let mut out = Vec::new();
+        for op in [read(1), write(2), read(3), write(4)] {
+            c.encode(op, &mut out);
+        }
+        let mut dec = loona_hpack::Decoder::new();
+        let headers: Vec<_> = frames(&out)
+            .into_iter()
+            .filter(|(h, _)| h.kind == h2::HEADERS)
+            .collect();
+        assert_eq!(headers.len(), 4);
+        let bearer = format!("Bearer {token}");
+        for (_, block) in &headers {
+            let fields = dec.decode(block).unwrap();
+            let auth: Vec<_> = fields
+                .iter()
+                .filter(|(n, _)| n.as_slice() == b"authorization")
+                .map(|(_, v)| v.as_slice())
+                .collect();
+            assert_eq!(auth, [bearer.as_bytes()]);
+            // Regular fields after the pseudo-headers.
+            assert!(fields[..4].iter().all(|(n, _)| n.starts_with(b":")));
+        }
+        // Without a token no call has the field.
+        let mut c = codec();
+        let mut out = Vec::new();
+        c.encode(read(1), &mut out);
+        let mut dec = loona_hpack::Decoder::new();
+        for (h, block) in frames(&out) {
+            if h.kind == h2::HEADERS {
+                let fields = dec.decode(&block).unwrap();
+                assert!(fields.iter().all(|(n, _)| n.as_slice() != b"authorization"));
+            }
+        }
     }
 
     #[test]

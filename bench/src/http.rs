@@ -63,7 +63,7 @@ pub fn make_value(len: usize) -> Vec<u8> {
 struct Templates {
     /// `GET <path up to the key>`
     read_head: Vec<u8>,
-    /// ` HTTP/1.1\r\nHost: ...\r\n\r\n`
+    /// ` HTTP/1.1\r\nHost: ...\r\n[Authorization: ...\r\n]\r\n`
     read_tail: Vec<u8>,
     write: WriteTemplate,
 }
@@ -84,7 +84,12 @@ enum WriteTemplate {
 }
 
 impl Templates {
-    fn new(mode: ApiMode, host: &str, value: &[u8]) -> Templates {
+    fn new(mode: ApiMode, host: &str, auth_token: Option<&str>, value: &[u8]) -> Templates {
+        // Every request carries the same headers after the request line.
+        let host = match auth_token {
+            Some(token) => format!("{host}\r\nAuthorization: Bearer {token}"),
+            None => host.to_string(),
+        };
         let read_tail = format!(" HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
         match mode {
             ApiMode::Api => {
@@ -168,13 +173,21 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     /// `hosts` are the `Host` header values, one per target, in target
-    /// order; `keys` are the raw key names (percent-encoded here).
-    pub fn new(mode: ApiMode, hosts: &[String], keys: &KeyNames, value_size: usize) -> Self {
+    /// order; `keys` are the raw key names (percent-encoded here). With
+    /// `auth_token` every request carries `Authorization: Bearer <token>`
+    /// (the token was checked to be visible ASCII: see `cli`).
+    pub fn new(
+        mode: ApiMode,
+        hosts: &[String],
+        auth_token: Option<&str>,
+        keys: &KeyNames,
+        value_size: usize,
+    ) -> Self {
         let value = make_value(value_size);
         HttpTransport {
             templates: hosts
                 .iter()
-                .map(|h| Arc::new(Templates::new(mode, h, &value)))
+                .map(|h| Arc::new(Templates::new(mode, h, auth_token, &value)))
                 .collect(),
             keys: Arc::new(keys.map(percent_encode)),
         }
@@ -786,9 +799,14 @@ mod tests {
     }
 
     fn encode(mode: ApiMode, op: Op) -> String {
+        encode_with(mode, None, op)
+    }
+
+    fn encode_with(mode: ApiMode, auth_token: Option<&str>, op: Op) -> String {
         let t = HttpTransport::new(
             mode,
             &["127.0.0.1:9999".to_string()],
+            auth_token,
             &KeyNames::numbered("key:"),
             5,
         );
@@ -844,10 +862,37 @@ mod tests {
     }
 
     #[test]
+    fn every_request_carries_the_bearer_token() {
+        let read = Op {
+            kind: OpKind::Read,
+            key: 3,
+        };
+        let write = Op {
+            kind: OpKind::Write,
+            key: 3,
+        };
+        let auth = "Host: 127.0.0.1:9999\r\nAuthorization: Bearer tok-0123456789abcdef\r\n";
+        for mode in [ApiMode::Api, ApiMode::V1] {
+            for op in [read, write] {
+                let with = encode_with(mode, Some("tok-0123456789abcdef"), op);
+                assert!(with.contains(auth), "{with:?}");
+                // Nothing else changes: the same request without the line.
+                let without = encode(mode, op);
+                assert_eq!(
+                    with.replace("Authorization: Bearer tok-0123456789abcdef\r\n", ""),
+                    without
+                );
+                assert!(!without.contains("Authorization"));
+            }
+        }
+    }
+
+    #[test]
     fn codec_numbers_responses_in_order() {
         let t = HttpTransport::new(
             ApiMode::Api,
             &["h".to_string()],
+            None,
             &KeyNames::numbered("k"),
             1,
         );
@@ -892,7 +937,7 @@ mod tests {
     #[test]
     fn listed_keys_are_percent_encoded_and_sized() {
         let keys = KeyNames::list(vec![b"a b/c".to_vec(), b"x".to_vec()]);
-        let t = HttpTransport::new(ApiMode::Api, &["h".to_string()], &keys, 3);
+        let t = HttpTransport::new(ApiMode::Api, &["h".to_string()], None, &keys, 3);
         let mut c = t.codec(0);
         let mut out = Vec::new();
         c.encode(
@@ -920,7 +965,7 @@ mod tests {
             text.ends_with(&format!("Content-Length: {}\r\n\r\n{body}", body.len())),
             "{text}"
         );
-        let t = HttpTransport::new(ApiMode::V1, &["h".to_string()], &keys, 1);
+        let t = HttpTransport::new(ApiMode::V1, &["h".to_string()], None, &keys, 1);
         let mut out = Vec::new();
         t.codec(0).encode(
             Op {

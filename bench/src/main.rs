@@ -67,11 +67,22 @@ fn run(args: Args) -> Result<(), BenchError> {
     let mut progress = Progress::new(cfg.quiet, cfg.rate.is_some(), hdr_log);
     let outcome: RunOutcome = match cfg.protocol {
         ProtocolKind::Http => {
-            let transport = HttpTransport::new(cfg.mode, &names, &cfg.key_names, cfg.value_size);
+            let transport = HttpTransport::new(
+                cfg.mode,
+                &names,
+                cfg.auth_token.as_deref(),
+                &cfg.key_names,
+                cfg.value_size,
+            );
             engine::run(&cfg, transport, &mut progress)?
         }
         ProtocolKind::Grpc => {
-            let transport = GrpcTransport::new(&names, &cfg.key_names, cfg.value_size);
+            let transport = GrpcTransport::new(
+                &names,
+                cfg.auth_token.as_deref(),
+                &cfg.key_names,
+                cfg.value_size,
+            );
             engine::run(&cfg, transport, &mut progress)?
         }
     };
@@ -139,6 +150,11 @@ fn banner(cfg: &Config) -> String {
     let source = match &cfg.key_file {
         Some(path) => format!("from {}", path.display()),
         None => format!("prefix {:?}", cfg.key_prefix),
+    };
+    // Whether a token is sent, never the token itself.
+    let protocol = match cfg.auth_token {
+        Some(_) => format!("{protocol} (bearer token)"),
+        None => protocol,
     };
     format!(
         "nexuscache-bench: {protocol} -> {} | {} threads, {} connections, {} in flight ({depth}) | {load} | \
