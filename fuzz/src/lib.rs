@@ -95,7 +95,8 @@ pub fn chunked_body(data: &[u8]) {
                 let used = *used;
                 assert!(used <= data.len(), "consumed {used} of {}", data.len());
                 assert!(body.len() as u64 <= limit);
-                // At least "0\r\n\r\n" besides the data.
+                // At least "0\r\n\r\n" besides the data (chunk-size is
+                // 1*HEXDIG, RFC 9112 §7.1: an empty size line is not "0").
                 assert!(
                     body.len() + 5 <= used,
                     "{} body bytes in {used}",
@@ -128,8 +129,10 @@ pub fn chunked_body(data: &[u8]) {
         if ![16, 1 << 20].contains(&limit) {
             continue;
         }
-        let steps = if data.len() <= 1024 {
+        let steps = if data.len() <= 256 {
             [1, 7, 64]
+        } else if data.len() <= 2048 {
+            [7, 64, 509]
         } else {
             [data.len() / 97 + 1, data.len() / 13 + 1, data.len() / 2 + 1]
         };
@@ -342,6 +345,21 @@ pub fn grpc_frame(data: &[u8]) {
                 "frames of {piece} bytes, limit {limit}"
             );
         }
+        // Under a connection's budget for partial messages the buffer never
+        // holds more than the room it was given, and the budget changes
+        // nothing but an `OverBudget` refusal.
+        for room in [0, 16, 100_000] {
+            for piece in [1, 7, 64] {
+                let (budgeted, held) = unary_within(data, piece, limit, room);
+                assert!(held <= room, "held {held} with room {room}");
+                match budgeted {
+                    Err(FrameError::OverBudget { wanted, room: r }) => {
+                        assert!(r == room && wanted > room, "{wanted} > {r}");
+                    }
+                    other => assert_eq!(other, whole, "room {room}, frames of {piece}"),
+                }
+            }
+        }
     }
     // The input framed as a message comes back whole.
     let mut framed = frame::prefix(data.len()).to_vec();
@@ -350,6 +368,26 @@ pub fn grpc_frame(data: &[u8]) {
         unary_in_frames(&framed, 3, data.len()),
         Ok(Some(Bytes::copy_from_slice(data)))
     );
+}
+
+/// [`unary_in_frames`] with `push_within(room)`, and the most buffer bytes
+/// the decoder held after any push.
+fn unary_within(
+    data: &[u8],
+    piece: usize,
+    limit: usize,
+    room: usize,
+) -> (Result<Option<Bytes>, FrameError>, usize) {
+    let mut decoder = UnaryDecoder::new(limit);
+    let mut held = 0;
+    for chunk in data.chunks(piece) {
+        let pushed = decoder.push_within(Bytes::copy_from_slice(chunk), room);
+        held = held.max(decoder.held());
+        if let Err(e) = pushed {
+            return (Err(e), held);
+        }
+    }
+    (decoder.finish_optional(), held)
 }
 
 fn unary_in_frames(data: &[u8], piece: usize, limit: usize) -> Result<Option<Bytes>, FrameError> {
