@@ -71,6 +71,10 @@ if [[ "$mode" == full ]]; then
         "cmd:redis-server:redis-server" # comparison baselines in bench/
         "cmd:redis-benchmark:redis-server"
         "cmd:memcached:memcached"
+        # tests/netns_faults.rs builds network namespaces, veth pairs and a
+        # bridge (ip), and adds delay with netem where the kernel has it (tc).
+        "cmd:ip:iproute2"
+        "cmd:tc:iproute2"
         # Python helpers make their own venv; Debian's python3 needs this
         # package for `python3 -m venv` (a pyenv/python.org build has it).
         "py:import venv, ensurepip:python3-venv"

@@ -129,6 +129,13 @@ pub fn advance(
             continue;
         }
         let rest = &buf[progress.pos..];
+        // RFC 9112: a chunk size is at least one hex digit. httparse reads
+        // an empty size (or one that starts with `;`) as 0, the last chunk;
+        // accepting that would be a framing difference with stricter
+        // parsers, the stuff request smuggling is made of.
+        if rest.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
+            return Err(ChunkedError::BadSizeLine);
+        }
         let (size_len, size) = match httparse::parse_chunk_size(rest) {
             Ok(httparse::Status::Complete(found)) => found,
             Ok(httparse::Status::Partial) => {
@@ -302,6 +309,10 @@ mod tests {
     #[test]
     fn malformed_framing_is_refused() {
         assert_eq!(walk(b"zz\r\n", 5, |_| {}), Err(ChunkedError::BadSizeLine));
+        // An empty size line, or one that is only an extension, is not the
+        // last chunk (found by the chunked_body fuzz target).
+        assert_eq!(walk(b"\r\n\r\n", 5, |_| {}), Err(ChunkedError::BadSizeLine));
+        assert_eq!(walk(b";ext\r\n\r\n", 5, |_| {}), Err(ChunkedError::BadSizeLine));
         assert_eq!(
             walk(b"3\r\nabcX\r\n", 5, |_| {}),
             Err(ChunkedError::MissingCrlf)

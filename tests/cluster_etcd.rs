@@ -401,6 +401,8 @@ fn static_membership_and_set_peer_awaited_on_a_glommio_core() {
     cfg.vnodes = VNODES;
     cfg.static_peers =
         parse_static_peers("b=127.0.0.1:7032/127.0.0.1:8032,c=127.0.0.1:7033").expect("peers");
+    // d is added by address below, which static mode allows only on request.
+    cfg.allow_setpeer_addr = true;
     let handle = spawn_control(cfg, Arc::clone(&board)).expect("control thread starts");
     assert!(handle.wait_synced(Duration::from_secs(1)));
     assert!(!handle.is_connected());
