@@ -6,8 +6,8 @@
 # 1. setup.sh: install what the tests start (etcd, nginx, promtool, ...)
 # 2. raise the locked-memory limit: integration tests start real glommio nodes
 # 3. cargo fmt --check and cargo clippy -D warnings: style never drifts
-#    (then, with NEXUSCACHE_FUZZ_SMOKE=1, a few seconds of libFuzzer per
-#    fuzz target: needs nightly; see scripts/fuzz.sh)
+#    (then, where nightly and cargo-fuzz are installed, a few seconds of
+#    libFuzzer per fuzz target; see scripts/fuzz.sh)
 # 4. doc tests (nextest can't run them), then cargo nextest run (or cargo test
 #    when cargo-nextest is not installed)
 # Stops at the first failing step and exits non-zero. The last line printed is
@@ -47,14 +47,23 @@ step cargo fmt --all -- --check "${fmt_color[@]}"
 step cargo clippy --workspace --all-targets -- -D warnings
 
 # Fuzzing: the checks of every fuzz target always run, on stable, over the
-# committed corpus (tests/fuzz_corpus.rs, in the test run below). A libFuzzer
-# run of a few seconds per target needs nightly and an instrumented build of
-# the whole dependency tree (about 6-11 minutes of build on 2 cores), so it
-# is opt-in: NEXUSCACHE_FUZZ_SMOKE=1 (and scripts/fuzz.sh for real runs).
-if [[ "${NEXUSCACHE_FUZZ_SMOKE:-0}" == 1 ]]; then
+# committed corpus (tests/fuzz_corpus.rs, in the test run below). Where a
+# nightly toolchain and cargo-fuzz are installed, libFuzzer also runs every
+# target for a few seconds (its instrumented build takes 6-11 minutes on 2
+# cores the first time, seconds after). NEXUSCACHE_FUZZ_SMOKE=0 skips it,
+# =1 requires it; scripts/fuzz.sh runs the targets for minutes.
+fuzz_smoke="${NEXUSCACHE_FUZZ_SMOKE:-auto}"
+if [[ "$fuzz_smoke" == auto ]]; then
+    if rustup toolchain list 2>/dev/null | grep -q '^nightly' &&
+        cargo fuzz --version >/dev/null 2>&1; then
+        fuzz_smoke=1
+    else
+        log "libFuzzer smoke run skipped: needs a nightly toolchain and cargo-fuzz (stable replays the fuzz corpus in tests/fuzz_corpus.rs)"
+        fuzz_smoke=0
+    fi
+fi
+if [[ "$fuzz_smoke" == 1 ]]; then
     step bash scripts/fuzz.sh --smoke
-else
-    log "libFuzzer smoke run skipped (NEXUSCACHE_FUZZ_SMOKE=1 enables it); the fuzz corpus is replayed by tests/fuzz_corpus.rs"
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then
