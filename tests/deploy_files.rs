@@ -43,6 +43,16 @@ fn http_port(name: &str, service: &Value) -> u16 {
         .unwrap_or_else(|_| panic!("{name}: --http-port is not a port"))
 }
 
+/// A service's `volumes:` entries as written (`source:target[:mode]`).
+fn volume_mounts(service: &Value) -> Vec<String> {
+    service["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(scalar_string)
+        .collect()
+}
+
 /// A compose path (relative to deploy/) as a path on this machine.
 fn compose_path(rel: &str) -> PathBuf {
     deploy_dir().join(rel)
@@ -259,12 +269,7 @@ fn compose_publishes_on_loopback_only_and_nodes_share_a_generated_secret() {
             Some("/run/nexuscache/cluster-secret"),
             "{name}: reads the generated secret"
         );
-        let mounts: Vec<String> = svc["volumes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(scalar_string)
-            .collect();
+        let mounts = volume_mounts(&svc);
         assert!(
             mounts
                 .iter()
@@ -563,12 +568,7 @@ fn prometheus_scrapes_exactly_the_compose_nodes() {
         .find_map(|a| a.strip_prefix("--config.file=").map(str::to_string))
         .expect("prometheus --config.file");
     let config_dir = Path::new(&config_flag).parent().unwrap().to_str().unwrap();
-    let mounts: Vec<String> = prom_svc["volumes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(scalar_string)
-        .collect();
+    let mounts = volume_mounts(prom_svc);
     assert!(
         mounts
             .iter()
