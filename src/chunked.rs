@@ -312,7 +312,10 @@ mod tests {
         // An empty size line, or one that is only an extension, is not the
         // last chunk (found by the chunked_body fuzz target).
         assert_eq!(walk(b"\r\n\r\n", 5, |_| {}), Err(ChunkedError::BadSizeLine));
-        assert_eq!(walk(b";ext\r\n\r\n", 5, |_| {}), Err(ChunkedError::BadSizeLine));
+        assert_eq!(
+            walk(b";ext\r\n\r\n", 5, |_| {}),
+            Err(ChunkedError::BadSizeLine)
+        );
         assert_eq!(
             walk(b"3\r\nabcX\r\n", 5, |_| {}),
             Err(ChunkedError::MissingCrlf)
