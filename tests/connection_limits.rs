@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Conn, Metrics, Node};
+use common::{cpu_ticks, Conn, Metrics, Node};
 
 /// The client preface of HTTP/2 plus an empty SETTINGS frame: enough for
 /// the gRPC server to count the connection as a client.
@@ -165,16 +165,6 @@ fn connections_past_the_cap_are_closed_at_once_and_others_keep_working() {
         drop(fresh);
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// utime + stime of `pid` in clock ticks (1/100 s on Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
-    // Fields after the parenthesised command name; utime and stime are
-    // fields 14 and 15 of the whole line.
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
 }
 
 fn open_fds(pid: u32) -> u64 {

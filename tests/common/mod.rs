@@ -55,6 +55,16 @@ pub fn free_port() -> u16 {
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// A fresh path in a per-process temp directory.
+/// utime + stime of `pid` in clock ticks (1/100 s on Linux).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields after the parenthesised command name; utime and stime are
+    // fields 14 and 15 of the whole line.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
 pub fn temp_path(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("nexuscache-tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create temp dir");

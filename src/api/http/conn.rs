@@ -21,7 +21,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use tracing::debug;
 
-use super::parse::{decode_chunked, parse_head, BodyFraming, Method, RequestHead};
+use super::parse::{decode_chunked, parse_head, BodyFraming, Method, RequestHead, MAX_HEAD_BYTES};
 use super::response::{self, CONTINUE, OCTETS, PROMETHEUS, TEXT};
 use super::route::{route, Command, Style};
 use crate::chunked;
@@ -188,12 +188,66 @@ impl Drop for Buffers<'_> {
     }
 }
 
-/// Per-request framing state kept across reads.
+/// Per-request framing state kept across reads, so that a request that
+/// arrives a few bytes per read costs O(new bytes) per read, not a parse
+/// of everything received so far (up to a 64 KiB head) on every read.
 #[derive(Default)]
 struct Framing {
     continue_sent: bool,
     /// How far the chunked body at the front has been validated.
     chunked: chunked::Progress,
+    /// Bytes the request takes in all, once its head gave a Content-Length:
+    /// the head is parsed again only when they are all in.
+    complete_at: usize,
+    /// While a chunked body arrives: its head's length and the body limit,
+    /// so a read validates only the new body bytes.
+    chunked_after: Option<(usize, u64)>,
+    /// How far the head has been searched for its end without finding it.
+    head_scanned: usize,
+}
+
+impl Framing {
+    /// Whether parsing the request at the front of `pending` can get
+    /// further than last time; cheap, and resumes where it stopped.
+    fn worth_parsing(&mut self, pending: &[u8]) -> bool {
+        if pending.len() < self.complete_at {
+            return false;
+        }
+        if let Some((head_len, limit)) = self.chunked_after {
+            // On a copy: once the body is complete (or bad) the full parse
+            // below redoes the last step from the saved progress.
+            let mut probe = self.chunked;
+            let body = pending.get(head_len..).unwrap_or_default();
+            return match chunked::advance(body, &mut probe, limit, chunked::max_wire_bytes(limit)) {
+                Ok(None) => {
+                    self.chunked = probe;
+                    false
+                }
+                Ok(Some(_)) | Err(_) => true,
+            };
+        }
+        pending.len() > MAX_HEAD_BYTES || head_ended(pending, &mut self.head_scanned)
+    }
+}
+
+/// Whether `buf` holds the empty line that ends a request head (CRLF or
+/// bare LF line ends, as the head parser accepts), searching only what
+/// `scanned` says was not searched yet.
+fn head_ended(buf: &[u8], scanned: &mut usize) -> bool {
+    // A line end split over the last search's edge is found again.
+    let from = scanned.saturating_sub(2);
+    let found = (from..buf.len()).any(|i| {
+        buf[i] == b'\n'
+            && match buf.get(i + 1) {
+                Some(b'\n') => true,
+                Some(b'\r') => buf.get(i + 2) == Some(&b'\n'),
+                _ => false,
+            }
+    });
+    if !found {
+        *scanned = buf.len();
+    }
+    found
 }
 
 async fn run(
@@ -366,6 +420,11 @@ async fn next_request(
     out: &mut Vec<u8>,
     framing: &mut Framing,
 ) -> Step {
+    if !framing.worth_parsing(pending) {
+        return Step::NeedMore {
+            want: framing.complete_at,
+        };
+    }
     let head = match parse_head(pending) {
         Ok(Some(head)) => head,
         Ok(None) => return Step::NeedMore { want: 0 },
@@ -413,13 +472,18 @@ async fn answer(
             // len <= limit, which fits in memory.
             let len = usize::try_from(len).unwrap_or(usize::MAX);
             if after_head.len() < len {
-                return await_body(head, head.head_len.saturating_add(len), out, framing);
+                let want = head.head_len.saturating_add(len);
+                framing.complete_at = want;
+                return await_body(head, want, out, framing);
             }
             (Cow::Borrowed(&after_head[..len]), head.head_len + len)
         }
         BodyFraming::Chunked => match decode_chunked(after_head, &mut framing.chunked, limit) {
             Ok(Some((body, used))) => (Cow::Owned(body), head.head_len + used),
-            Ok(None) => return await_body(head, 0, out, framing),
+            Ok(None) => {
+                framing.chunked_after = Some((head.head_len, limit));
+                return await_body(head, 0, out, framing);
+            }
             Err(e) => return refuse(core, &e, out, op_kind),
         },
     };
@@ -673,5 +737,33 @@ mod tests {
                 "len {len} start {start} end {end} want {want}"
             );
         }
+    }
+
+    /// Fed a byte at a time, the head's end is found exactly when it
+    /// arrives, with each search starting near where the last one stopped.
+    #[test]
+    fn head_end_is_found_incrementally() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\nrest"[..],
+            b"GET / HTTP/1.1\nHost: a\n\nrest",
+            b"GET / HTTP/1.1\r\nHost: a\n\r\n",
+        ] {
+            let end = head
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .or_else(|| head.windows(3).position(|w| w == b"\n\r\n"))
+                .map(|i| i + if head[i + 1] == b'\n' { 2 } else { 3 })
+                .unwrap();
+            let mut scanned = 0;
+            for len in 0..=head.len() {
+                let before = scanned;
+                let found = head_ended(&head[..len], &mut scanned);
+                assert_eq!(found, len >= end, "{head:?} at {len}");
+                assert!(found || scanned == len);
+                assert!(before <= scanned || found);
+            }
+        }
+        let mut scanned = 0;
+        assert!(!head_ended(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut scanned));
     }
 }
