@@ -635,3 +635,47 @@ fn connections_that_never_read_share_the_node_budget() {
         "connection buffers back under the budget after the attack: {gauge}"
     );
 }
+
+/// A refused request whose body is still arriving gets its answer: the node
+/// sends a FIN and drops what the client still sends for a moment instead
+/// of closing with unread bytes, which would reset the connection and can
+/// destroy the 401 before the client reads it.
+#[test]
+fn a_refused_upload_still_reads_its_answer() {
+    let node = token_node(&[]);
+    let head = b"PUT /v1/keys/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n";
+    let chunk = vec![b'u'; 64 * 1024];
+    for attempt in 0..20 {
+        let mut stream = TcpStream::connect(("127.0.0.1", node.port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(head).expect("head");
+        // Keep sending body bytes while the node answers and closes.
+        for _ in 0..8 {
+            if stream.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e) => panic!(
+                    "attempt {attempt}: reading the answer failed ({e}) after {} bytes",
+                    answer.len()
+                ),
+            }
+        }
+        assert!(
+            answer.starts_with(b"HTTP/1.1 401"),
+            "attempt {attempt}: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+}

@@ -317,6 +317,9 @@ async fn run(
             write_out(stream, &buffers.out, deadline, core.config.idle_timeout()).await?;
         }
         if close {
+            if !buffers.input.is_empty() {
+                linger(stream, deadline, &mut buffers.input.buf).await;
+            }
             return Ok(());
         }
         buffers.settle();
@@ -377,6 +380,31 @@ async fn wait_for_connection_memory(core: &Core, extra: usize) -> Result<(), Api
         glommio::timer::sleep(POLL).await;
     }
     Ok(())
+}
+
+/// Closes a connection whose client may still be sending (a refused body):
+/// the answer is followed by a FIN, and what the client still sends is read
+/// and dropped for a moment, because closing a socket with unread bytes
+/// sends a reset that can destroy the answer before the client reads it
+/// (RFC 9112, section 9.6). Bounded: at most [`LINGER`] and
+/// [`LINGER_BYTES`].
+async fn linger(stream: &mut TcpStream, deadline: &Deadline, scratch: &mut [u8]) {
+    const LINGER: Duration = Duration::from_secs(1);
+    const LINGER_BYTES: usize = 1 << 20;
+    // SAFETY: the fd belongs to this live connection; shutdown(2) neither
+    // closes nor invalidates it.
+    unsafe {
+        libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR);
+    }
+    // The core's reaper ends the wait (its shutdown makes the read return 0).
+    deadline.set(Some(Instant::now() + LINGER));
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        match stream.read(scratch).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
 }
 
 /// Writes `out` whole. Each write that makes progress moves the deadline to
