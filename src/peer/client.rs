@@ -1,19 +1,22 @@
-//! [`PeerClient`]: one core's multiplexed HTTP/2 connection to one peer.
+//! [`PeerClient`]: one core's multiplexed HTTP/2 connection to one peer,
+//! and the rule ([`Liveness`]) that finds a connection gone silently dead.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_channel::oneshot;
 use futures_lite::future;
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use h2::client::SendRequest;
+use h2::{Ping, PingPong};
 use http::header::{HeaderValue, CONTENT_TYPE, TE};
 use http::{HeaderMap, StatusCode, Uri};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::streams::{read_unary, send_message, ReadError};
 use super::{PeerConfig, PeerError};
@@ -59,6 +62,8 @@ struct Inner {
     in_flight: tokio::sync::Semaphore,
     /// Permits of `in_flight`, the most one request may take.
     in_flight_limit: u32,
+    /// Whether a liveness probe is running, and on which connection.
+    liveness: RefCell<Liveness>,
 }
 
 enum State {
@@ -69,8 +74,15 @@ enum State {
         /// Tells this connection apart from earlier ones, so news about an
         /// old connection never tears down a newer one.
         generation: u64,
+        /// Sends PINGs on this connection; taken out while a probe runs.
+        pings: Option<PingPong>,
+        /// Sending `()` makes the task driving the connection drop it (and
+        /// with it every stream still waiting on it). Dropping the sender
+        /// does nothing.
+        abort: Option<oneshot::Sender<()>>,
     },
-    /// The last connect attempt failed: fail fast until `until`.
+    /// The last connect attempt failed, or the connection stopped
+    /// answering PINGs: fail fast until `until`.
     Broken {
         until: Instant,
         reason: String,
@@ -87,10 +99,103 @@ enum Failure {
     Connection(h2::Error),
     /// An answer (or a protocol violation) that leaves the connection fine.
     Peer(PeerError),
+    /// No answer within the call's time limit: the peer may be slow, or
+    /// the connection may be dead ([`Liveness`] finds out which).
+    TimedOut,
+}
+
+/// The dead-connection rule: when a call on an open connection times out,
+/// the connection must answer an HTTP/2 PING within the connect timeout,
+/// or it is dropped and the peer is backed off like after a failed connect.
+///
+/// Why a PING, and not "K timeouts in a row mean dead": a timeout alone
+/// cannot tell a silently cut path from a peer that is merely slow (a read
+/// waiting for the owner's origin load, a write waiting for its replica
+/// updates, a large value on a slow link). Counting timeouts would tear
+/// down healthy connections under load and still cost K full timeouts
+/// before noticing a partition. The peer's HTTP/2 layer answers a PING
+/// without touching the cache, so a PONG proves the path and the peer's
+/// event loop alive, whatever the request is waiting for. It is bounded
+/// by the connect timeout because that is how long a fresh connection's
+/// round trips may take: a peer that cannot answer a PING in that time
+/// could not be reconnected to either. Nothing happens on the request
+/// path until a call times out, and at most one probe per connection
+/// runs at a time, however many calls time out together.
+///
+/// This type holds only the decisions, with time passed in; the client
+/// sends the PING and applies the verdict.
+#[derive(Debug, Default)]
+struct Liveness {
+    /// The probe running, if any.
+    probe: Option<Probe>,
+}
+
+/// One liveness check of connection `generation`, abandoned at `deadline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Probe {
+    generation: u64,
+    deadline: Instant,
+}
+
+/// What a finished probe means for its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// It answered: keep it (the peer was just slow).
+    Alive,
+    /// No answer in time: drop it and fail fast until `retry_at`.
+    Dead { retry_at: Instant },
+    /// The probe was superseded (a newer connection is probed): ignore it.
+    Superseded,
+}
+
+impl Liveness {
+    /// A call on connection `generation` timed out at `now`: the probe to
+    /// start, or `None` while one already checks that connection.
+    fn call_timed_out(&mut self, generation: u64, now: Instant, limit: Duration) -> Option<Probe> {
+        if matches!(self.probe, Some(p) if p.generation == generation) {
+            return None;
+        }
+        let probe = Probe {
+            generation,
+            deadline: now + limit,
+        };
+        self.probe = Some(probe);
+        Some(probe)
+    }
+
+    /// `probe` finished at `now`; `answered` if its PONG came back before
+    /// the probe gave up (a late PONG still counts: a busy executor may
+    /// see the timer and the PONG at once).
+    fn probe_finished(
+        &mut self,
+        probe: Probe,
+        answered: bool,
+        now: Instant,
+        backoff: Duration,
+    ) -> Verdict {
+        if self.probe != Some(probe) {
+            return Verdict::Superseded;
+        }
+        self.probe = None;
+        if answered {
+            Verdict::Alive
+        } else {
+            Verdict::Dead {
+                retry_at: now + backoff,
+            }
+        }
+    }
+
+    /// The probe could not start (the connection is already gone).
+    fn cancel(&mut self, probe: Probe) {
+        if self.probe == Some(probe) {
+            self.probe = None;
+        }
+    }
 }
 
 /// How long a call of `method` may take.
-fn time_limit(config: &PeerConfig, method: Method) -> std::time::Duration {
+fn time_limit(config: &PeerConfig, method: Method) -> Duration {
     match method {
         Method::Get => config.read_timeout,
         Method::Set | Method::Delete => config.write_timeout,
@@ -131,6 +236,7 @@ impl PeerClient {
                 generation: Cell::new(0),
                 in_flight: tokio::sync::Semaphore::new(in_flight_limit as usize),
                 in_flight_limit,
+                liveness: RefCell::new(Liveness::default()),
             }),
         }
     }
@@ -237,14 +343,18 @@ impl PeerClient {
             let exchange = self.exchange(sender, method, message.clone());
             let timer = async {
                 Timer::new(left).await;
-                Err(Failure::Peer(PeerError::Timeout {
-                    addr: self.inner.addr,
-                    after: limit,
-                }))
+                Err(Failure::TimedOut)
             };
             match future::or(exchange, timer).await {
                 Ok(message) => return Ok(message),
                 Err(Failure::Peer(e)) => return Err(e),
+                Err(Failure::TimedOut) => {
+                    self.check_liveness(generation);
+                    return Err(PeerError::Timeout {
+                        addr: self.inner.addr,
+                        after: limit,
+                    });
+                }
                 Err(Failure::NotSent(e)) if !retried => {
                     debug!(peer = %self.inner.addr, "connection gone before the request; reconnecting: {e}");
                     self.inner.connection_ended(generation);
@@ -317,15 +427,27 @@ impl PeerClient {
             Timer::new(limit).await;
             Err(timed_out.clone())
         };
-        let (sender, connection) = future::or(attempt, timer).await?;
+        let (sender, mut connection) = future::or(attempt, timer).await?;
+        let pings = connection.ping_pong();
 
         let generation = self.inner.generation.get() + 1;
         self.inner.generation.set(generation);
         // The connection does its I/O only while polled: a task of its own
-        // drives it for as long as it lives, and reports when it ends.
+        // drives it for as long as it lives (or until told to drop it), and
+        // reports when it ends.
+        let (abort, aborted) = oneshot::channel::<()>();
         let inner: Weak<Inner> = Rc::downgrade(&self.inner);
         glommio::spawn_local(async move {
-            if let Err(e) = connection.await {
+            let run = async { connection.await.map_err(|e| e.to_string()) };
+            let abort = async {
+                match aborted.await {
+                    Ok(()) => Err("dropped: it stopped answering".to_string()),
+                    // The state let go of the sender: keep running.
+                    Err(oneshot::Canceled) => future::pending().await,
+                }
+            };
+            // Dropping the connection here fails the streams still on it.
+            if let Err(e) = future::or(run, abort).await {
                 debug!(peer = %addr, "connection ended: {e}");
             }
             if let Some(inner) = inner.upgrade() {
@@ -336,9 +458,57 @@ impl PeerClient {
         *self.inner.state.borrow_mut() = State::Ready {
             sender: sender.clone(),
             generation,
+            pings,
+            abort: Some(abort),
         };
         debug!(peer = %addr, generation, "connected");
         Ok((sender, generation))
+    }
+
+    /// A call on connection `generation` timed out: unless a probe already
+    /// runs, PING the peer in the background (the caller returns its
+    /// timeout now) and drop the connection if no PONG comes back within
+    /// the connect timeout (see [`Liveness`]).
+    fn check_liveness(&self, generation: u64) {
+        let inner = &self.inner;
+        let limit = inner.config.connect_timeout;
+        let Some(probe) =
+            inner
+                .liveness
+                .borrow_mut()
+                .call_timed_out(generation, Instant::now(), limit)
+        else {
+            return;
+        };
+        let pings = match &mut *inner.state.borrow_mut() {
+            State::Ready {
+                generation: current,
+                pings,
+                ..
+            } if *current == generation => pings.take(),
+            _ => None,
+        };
+        let Some(mut pings) = pings else {
+            // Already replaced or gone (h2 hands out one `PingPong` per
+            // connection, and it is ours): nothing left to check.
+            inner.liveness.borrow_mut().cancel(probe);
+            return;
+        };
+        let weak: Weak<Inner> = Rc::downgrade(inner);
+        glommio::spawn_local(async move {
+            let answered = {
+                let pong = async { pings.ping(Ping::opaque()).await.is_ok() };
+                let give_up = async {
+                    Timer::new(limit).await;
+                    false
+                };
+                future::or(pong, give_up).await
+            };
+            if let Some(inner) = weak.upgrade() {
+                inner.probe_finished(probe, answered, pings);
+            }
+        })
+        .detach();
     }
 
     /// Sends one request on the connection and reads its answer.
@@ -486,7 +656,9 @@ impl Inner {
     /// error while backing off.
     fn current(&self) -> Result<Option<(SendRequest<Bytes>, u64)>, PeerError> {
         match &*self.state.borrow() {
-            State::Ready { sender, generation } => Ok(Some((sender.clone(), *generation))),
+            State::Ready {
+                sender, generation, ..
+            } => Ok(Some((sender.clone(), *generation))),
             State::Broken {
                 until,
                 reason,
@@ -508,6 +680,51 @@ impl Inner {
         }
     }
 
+    /// Applies a finished probe's verdict to its connection.
+    fn probe_finished(&self, probe: Probe, answered: bool, pings: PingPong) {
+        let now = Instant::now();
+        let verdict = self.liveness.borrow_mut().probe_finished(
+            probe,
+            answered,
+            now,
+            self.config.reconnect_backoff,
+        );
+        let mut state = self.state.borrow_mut();
+        let State::Ready {
+            generation,
+            pings: slot,
+            abort,
+            ..
+        } = &mut *state
+        else {
+            return;
+        };
+        if *generation != probe.generation {
+            return;
+        }
+        match verdict {
+            Verdict::Alive => *slot = Some(pings),
+            Verdict::Superseded => {}
+            Verdict::Dead { retry_at } => {
+                let limit = self.config.connect_timeout;
+                warn!(
+                    peer = %self.addr,
+                    "peer connection dropped: no answer to a PING within {limit:?} after a \
+                     request timed out; failing fast for {:?}",
+                    self.config.reconnect_backoff
+                );
+                if let Some(abort) = abort.take() {
+                    let _ = abort.send(());
+                }
+                *state = State::Broken {
+                    until: retry_at,
+                    reason: format!("no answer to a PING within {limit:?}"),
+                    refused: false,
+                };
+            }
+        }
+    }
+
     /// Connection `generation` is finished: the next request reconnects
     /// (a connect failure then starts the backoff).
     fn connection_ended(&self, generation: u64) {
@@ -523,6 +740,9 @@ mod tests {
     use std::cell::Cell;
     use std::rc::Rc;
     use std::time::{Duration, Instant};
+
+    use std::cell::RefCell;
+    use std::future::Future;
 
     use bytes::Bytes;
     use futures_lite::AsyncWriteExt;
@@ -540,6 +760,253 @@ mod tests {
             reconnect_backoff: Duration::from_millis(backoff_ms),
             ..PeerConfig::default()
         }
+    }
+
+    /// A gRPC server for `core` whose open connections can be frozen: a
+    /// frozen connection is never polled again but stays open, so its
+    /// client sees no answer, no PONG and no close (a silent partition as
+    /// far as HTTP/2 can tell). Connections accepted later work.
+    struct FreezableServer {
+        addr: SocketAddr,
+        accepted: Rc<Cell<usize>>,
+        frozen: Rc<RefCell<Vec<Rc<Cell<bool>>>>>,
+        _accept: glommio::Task<()>,
+    }
+
+    impl FreezableServer {
+        fn start(core: Rc<crate::runtime::core::Core>) -> FreezableServer {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let accepted = Rc::new(Cell::new(0));
+            let frozen = Rc::new(RefCell::new(Vec::new()));
+            let (count, flags) = (accepted.clone(), frozen.clone());
+            let accept = glommio::spawn_local(async move {
+                while let Ok(stream) = listener.accept().await {
+                    count.set(count.get() + 1);
+                    let flag = Rc::new(Cell::new(false));
+                    flags.borrow_mut().push(flag.clone());
+                    let serve = crate::api::grpc::serve_grpc_connection(core.clone(), stream);
+                    glommio::spawn_local(async move {
+                        let mut serve = std::pin::pin!(serve);
+                        std::future::poll_fn(|cx| {
+                            if flag.get() {
+                                return std::task::Poll::Pending;
+                            }
+                            serve.as_mut().poll(cx)
+                        })
+                        .await
+                    })
+                    .detach();
+                }
+            });
+            FreezableServer {
+                addr,
+                accepted,
+                frozen,
+                _accept: accept,
+            }
+        }
+
+        fn freeze_open_connections(&self) {
+            for flag in self.frozen.borrow().iter() {
+                flag.set(true);
+            }
+        }
+    }
+
+    /// Polls (bounded) until `done`; how long that took.
+    async fn wait_until(what: &str, limit: Duration, done: impl Fn() -> bool) -> Duration {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+        started.elapsed()
+    }
+
+    #[test]
+    fn a_silently_dead_connection_is_dropped_and_the_peer_backed_off() {
+        testing::run(|| async {
+            let server = FreezableServer::start(testing::core("1KiB").await);
+            // Reads give up after 150 ms, writes after 3 s; PINGs get the
+            // 200 ms connect timeout; the backoff lasts 400 ms.
+            let peer = PeerClient::new(
+                server.addr,
+                PeerConfig {
+                    write_timeout: Duration::from_secs(3),
+                    ..config(150, 400)
+                },
+            );
+            peer.set(b"k", Bytes::from_static(b"v"), 0, false)
+                .await
+                .unwrap();
+            server.freeze_open_connections();
+
+            // A slow write is in flight on the dead connection when a read
+            // times out.
+            let write = {
+                let peer = peer.clone();
+                glommio::spawn_local(async move {
+                    let started = Instant::now();
+                    let result = peer.set(b"w", Bytes::from_static(b"x"), 0, false).await;
+                    (result, started.elapsed())
+                })
+            };
+            let started = Instant::now();
+            let read = peer.get(b"k").await;
+            assert!(matches!(read, Err(PeerError::Timeout { .. })), "{read:?}");
+            assert!(started.elapsed() >= Duration::from_millis(140));
+            // No PONG within the connect timeout: the connection is dropped.
+            let verdict = wait_until(
+                "the dead connection dropped",
+                Duration::from_secs(2),
+                || !peer.is_connected(),
+            )
+            .await;
+            assert!(verdict < Duration::from_millis(600), "{verdict:?}");
+            // ... failing the write waiting on it at once, not after 3 s.
+            let (written, took) = write.await;
+            assert!(
+                matches!(written, Err(PeerError::ConnectionLost { .. })),
+                "{written:?}"
+            );
+            assert!(took < Duration::from_millis(1500), "{took:?}");
+
+            // During the backoff every call fails at once, without claiming
+            // the peer is down (it may be alive behind the partition).
+            let fast = Instant::now();
+            for _ in 0..50 {
+                let next = peer.get(b"k").await;
+                assert!(matches!(next, Err(PeerError::Backoff { .. })), "{next:?}");
+                let e = next.unwrap_err();
+                assert!(!e.peer_is_down());
+                assert_eq!(e.code(), Code::Unavailable);
+            }
+            assert!(
+                fast.elapsed() < Duration::from_millis(100),
+                "{:?}",
+                fast.elapsed()
+            );
+
+            // After the backoff a fresh connection is made and works.
+            let healed = Instant::now();
+            let value = loop {
+                match peer.get(b"k").await {
+                    Ok(hit) => break hit.map(|h| h.value),
+                    Err(PeerError::Backoff { .. }) => {
+                        assert!(healed.elapsed() < Duration::from_secs(2));
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => panic!("after the backoff: {e}"),
+                }
+            };
+            assert_eq!(value, Some(Bytes::from_static(b"v")));
+            assert_eq!(server.accepted.get(), 2);
+        });
+    }
+
+    #[test]
+    fn a_slow_peer_that_answers_pings_keeps_its_connection() {
+        testing::run(|| async {
+            // An HTTP/2 server that accepts every request and never answers
+            // one, while its connection (and so its PONGs) keeps running.
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let accepted = Rc::new(Cell::new(0));
+            let count = accepted.clone();
+            let _server = glommio::spawn_local(async move {
+                while let Ok(stream) = listener.accept().await {
+                    count.set(count.get() + 1);
+                    glommio::spawn_local(async move {
+                        let Ok(mut connection) = h2::server::handshake(TokioIo(stream)).await
+                        else {
+                            return;
+                        };
+                        let mut held = Vec::new();
+                        while let Some(Ok(request)) = connection.accept().await {
+                            held.push(request);
+                        }
+                    })
+                    .detach();
+                }
+            });
+            let peer = PeerClient::new(addr, config(150, 400));
+            for round in 0..3 {
+                let result = peer.get(b"k").await;
+                assert!(
+                    matches!(result, Err(PeerError::Timeout { .. })),
+                    "round {round}: {result:?}"
+                );
+                wait_until("the probe finished", Duration::from_secs(2), || {
+                    peer.inner.liveness.borrow().probe.is_none()
+                })
+                .await;
+                assert!(
+                    peer.is_connected(),
+                    "round {round}: a live connection dropped"
+                );
+            }
+            assert_eq!(accepted.get(), 1);
+        });
+    }
+
+    #[test]
+    fn one_probe_per_connection_however_many_calls_time_out() {
+        let t0 = Instant::now();
+        let limit = Duration::from_millis(200);
+        let mut liveness = Liveness::default();
+        let first = liveness.call_timed_out(1, t0, limit).unwrap();
+        assert_eq!(first.deadline, t0 + limit);
+        for later in [1, 50, 199, 500] {
+            let now = t0 + Duration::from_millis(later);
+            assert_eq!(liveness.call_timed_out(1, now, limit), None);
+        }
+        // A newer connection gets its own probe; the old one's result is
+        // then ignored.
+        let t1 = t0 + Duration::from_millis(300);
+        let second = liveness.call_timed_out(2, t1, limit).unwrap();
+        let backoff = Duration::from_secs(1);
+        assert_eq!(
+            liveness.probe_finished(first, false, t1, backoff),
+            Verdict::Superseded
+        );
+        assert_eq!(liveness.call_timed_out(2, t1, limit), None);
+        assert_eq!(
+            liveness.probe_finished(second, true, t1, backoff),
+            Verdict::Alive
+        );
+    }
+
+    #[test]
+    fn a_pong_keeps_the_connection_and_silence_backs_the_peer_off() {
+        let t0 = Instant::now();
+        let limit = Duration::from_millis(200);
+        let backoff = Duration::from_secs(1);
+        let mut liveness = Liveness::default();
+        let probe = liveness.call_timed_out(7, t0, limit).unwrap();
+        let answered_at = t0 + Duration::from_millis(3);
+        assert_eq!(
+            liveness.probe_finished(probe, true, answered_at, backoff),
+            Verdict::Alive
+        );
+        // The next timeout probes again (a live connection may die later).
+        let t1 = t0 + Duration::from_secs(5);
+        let probe = liveness.call_timed_out(7, t1, limit).unwrap();
+        let gave_up = t1 + limit;
+        assert_eq!(
+            liveness.probe_finished(probe, false, gave_up, backoff),
+            Verdict::Dead {
+                retry_at: gave_up + backoff
+            }
+        );
+        // Finished probes are forgotten; so is a cancelled one.
+        assert_eq!(
+            liveness.probe_finished(probe, false, gave_up, backoff),
+            Verdict::Superseded
+        );
+        let probe = liveness.call_timed_out(8, gave_up, limit).unwrap();
+        liveness.cancel(probe);
+        assert!(liveness.call_timed_out(8, gave_up, limit).is_some());
     }
 
     /// A loopback port with nothing listening on it.

@@ -17,7 +17,11 @@
 //! [`PeerConfig::request_timeout`]. A connection that fails is dropped and
 //! the next request reconnects; a connect attempt that fails makes requests
 //! fail fast for [`PeerConfig::reconnect_backoff`], so a dead peer costs
-//! one connect timeout per backoff window, not one per request.
+//! one connect timeout per backoff window, not one per request. An open
+//! connection that goes silent (a partition drops its packets, no reset)
+//! is found the same way: when a call on it times out, it must answer an
+//! HTTP/2 PING within [`PeerConfig::connect_timeout`], or it is dropped
+//! (failing the calls still on it) and the peer enters the same backoff.
 //!
 //! Every request proves this node is a member of the cluster with the
 //! `x-nexuscache-cluster-secret` metadata ([`PeerConfig::cluster_secret`]);
@@ -47,7 +51,8 @@ pub const DEFAULT_RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
 /// How a core talks to its peers.
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
-    /// Longest a TCP connect plus HTTP/2 handshake may take.
+    /// Longest a TCP connect plus HTTP/2 handshake may take; also how long
+    /// an open connection has to answer a PING after a call on it timed out.
     pub connect_timeout: Duration,
     /// Longest one request may take once a connection is there; also sent
     /// to the peer as `grpc-timeout`.
@@ -57,7 +62,8 @@ pub struct PeerConfig {
     /// The same for writes, which may wait for the owner's replica updates
     /// (each bounded by `request_timeout`).
     pub write_timeout: Duration,
-    /// After a failed connect, requests fail at once for this long.
+    /// After a failed connect (or a connection found dead), requests fail
+    /// at once for this long.
     pub reconnect_backoff: Duration,
     /// Largest response message accepted (a peer's values obey the same
     /// limit as ours: use `grpc::cache::max_message_bytes(&core.limits)`).
