@@ -5,12 +5,20 @@
 //!
 //! 1. Partition: node a is unplugged from the bridge (frames silently
 //!    lost, no error to either side) while its clients still reach it.
-//!    What clients see is asserted with time bounds, then the link is
-//!    plugged back in and everything must work again.
+//!    What clients see is asserted with time bounds. The first requests
+//!    across the cut wait their peer timeout; the silent connections then
+//!    fail their liveness PING and are dropped, so every later forwarded
+//!    request across the cut fails fast (at once during the reconnect
+//!    backoff, within the connect timeout when a reconnect is tried), well
+//!    under the peer timeout. Then the link is plugged back in and
+//!    everything must work again.
 //! 2. Added peer latency of 200 ms each way (400 ms more per forwarded
 //!    round trip): forwarded requests still succeed under the 500 ms peer
 //!    timeout and take at least 400 ms; a node with `--peer-timeout-ms 150`
-//!    fails the same requests in bounded time instead of hanging.
+//!    fails the same requests in bounded time instead of hanging. The
+//!    nodes get a connect timeout above the delayed round trip, so the
+//!    liveness PING after a timeout is answered and the slow but working
+//!    connections are kept.
 //!
 //! Needs root and iproute2 (skips with a printed reason otherwise). Case 2
 //! delays the peer links with `tc netem`; on a kernel without sch_netem it
@@ -44,6 +52,19 @@ const LOCAL_BOUND: Duration = Duration::from_millis(250);
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(20);
 /// Added one-way delay on every peer path in case 2.
 const ONE_WAY_DELAY_MS: u64 = 200;
+/// `--peer-connect-timeout-ms` in case 2: over the delayed round trip.
+const DELAYED_CONNECT_TIMEOUT_MS: u64 = 1000;
+/// How long case 1 keeps forwarding across the cut after the first
+/// timeouts: longer than the 1 s reconnect backoff, so a reconnect attempt
+/// (and the backoff after it) is seen too.
+const FAIL_FAST_PHASE: Duration = Duration::from_millis(2500);
+/// Longest a forwarded request across the cut may take once the dead
+/// connection was dropped: a reconnect attempt's connect timeout plus
+/// margin, well under the 500 ms peer timeout (1 s for a write) that every
+/// such request waited before.
+const FAIL_FAST_BOUND: Duration = Duration::from_millis(PEER_CONNECT_TIMEOUT_MS + 200);
+/// A request answered at once from the backoff (no network involved).
+const QUICK: Duration = Duration::from_millis(100);
 
 /// Longest a client GET may wait when the owner does not answer: the
 /// connect timeout (a new connection) or the read timeout (`--peer-timeout-ms`
@@ -176,7 +197,7 @@ fn wait_all_readable(nodes: &[NsNode], keys: &[Vec<String>], value: &str) -> Dur
     }
 }
 
-fn static_plans(lab: &Lab, names: &[&str], timeouts: &[u64]) -> Vec<NodePlan> {
+fn static_plans(lab: &Lab, names: &[&str], timeouts: &[u64], connect_ms: u64) -> Vec<NodePlan> {
     names
         .iter()
         .enumerate()
@@ -190,6 +211,7 @@ fn static_plans(lab: &Lab, names: &[&str], timeouts: &[u64]) -> Vec<NodePlan> {
                 .collect::<Vec<_>>()
                 .join(","),
             peer_timeout_ms: timeouts[i],
+            peer_connect_timeout_ms: connect_ms,
         })
         .collect()
 }
@@ -220,7 +242,7 @@ fn a_node_cut_off_from_its_peers_still_serves_its_clients_in_bounded_time() {
     };
     let watch = StallWatch::start();
     let names = ["a", "b", "c"];
-    let plans = static_plans(&lab, &names, &[PEER_TIMEOUT_MS; 3]);
+    let plans = static_plans(&lab, &names, &[PEER_TIMEOUT_MS; 3], PEER_CONNECT_TIMEOUT_MS);
     let cluster = NsCluster::start(lab, &plans);
     let nodes = &cluster.nodes;
     // The nodes run protected: without the token a client is refused.
@@ -382,6 +404,52 @@ fn a_node_cut_off_from_its_peers_still_serves_its_clients_in_bounded_time() {
         cut_at.elapsed()
     );
 
+    // Each node's first requests across the cut timed out, and the
+    // connection they timed out on did not answer its PING within the
+    // connect timeout: it was dropped and the peer backed off. From now on
+    // forwarded requests across the cut fail fast.
+    let across: Vec<(&NsNode, &String, &str)> = vec![
+        (&nodes[0], &keys[1][0], names[1]),
+        (&nodes[0], &keys[2][0], names[2]),
+        (&nodes[1], &keys[0][0], names[0]),
+        (&nodes[2], &keys[0][0], names[0]),
+    ];
+    let mut fail_fast = Vec::new();
+    let phase_end = Instant::now() + FAIL_FAST_PHASE;
+    while Instant::now() < phase_end {
+        for (via, key, owner) in &across {
+            let what = format!(
+                "after the first timeouts, via {}, key {key} owned by {owner}",
+                via.name
+            );
+            let get = via.get(key);
+            assert!(
+                get.status() == Some(404),
+                "GET {what}: expected 404 (a miss), got {}",
+                get.describe()
+            );
+            fail_fast.push((format!("GET {what}"), get));
+            let set = via.set(key, "fail-fast");
+            assert_owner_unavailable(&format!("SET {what}"), &set, owner);
+            fail_fast.push((format!("SET {what}"), set));
+        }
+    }
+    for (what, t) in &fail_fast {
+        assert_within(what, t, FAIL_FAST_BOUND, &watch);
+    }
+    let quick = fail_fast.iter().filter(|(_, t)| t.took() <= QUICK).count();
+    assert!(
+        quick * 2 > fail_fast.len(),
+        "{test}: only {quick} of {} forwarded requests across the cut failed within {QUICK:?} \
+         after the first timeouts; {}",
+        fail_fast.len(),
+        summary("all", &fail_fast)
+    );
+    eprintln!(
+        "{test}: after the first timeouts: {}, {quick} of them within {QUICK:?}",
+        summary("forwarded across the cut (404/503)", &fail_fast)
+    );
+
     cluster.lab.reconnect(0).expect("plug node a back in");
     // Requests sent into the cut link may still reach their owner when
     // TCP retransmits them after the heal, so a refused SET can land late:
@@ -464,7 +532,7 @@ fn peer_latency_slows_forwarding_and_a_short_peer_timeout_fails_fast() {
     let names = ["a", "b", "c"];
     // a and b wait 500 ms for a peer, c only 150 ms.
     let timeouts = [PEER_TIMEOUT_MS, PEER_TIMEOUT_MS, SHORT_PEER_TIMEOUT_MS];
-    let mut plans = static_plans(&lab, &names, &timeouts);
+    let mut plans = static_plans(&lab, &names, &timeouts, DELAYED_CONNECT_TIMEOUT_MS);
     let mut delay = match lab.netem_works() {
         Ok(()) => {
             eprintln!("{test}: delaying the peer links with tc netem");
@@ -502,9 +570,8 @@ fn peer_latency_slows_forwarding_and_a_short_peer_timeout_fails_fast() {
     let cluster = NsCluster::start(lab, &plans);
     let nodes = &cluster.nodes;
     let keys = cluster.keys_by_owner("lat", 2);
-    // Opens every node's connection to every peer before the delay: with
-    // 200 ms each way a new TCP handshake takes 400 ms, over the 200 ms
-    // connect timeout.
+    // Opens every node's connection to every peer before the delay (with
+    // 200 ms each way a new TCP handshake takes 400 ms).
     let normal = seed(nodes, &keys, "before", &watch);
     eprintln!("{test}: slowest forwarded request without delay: {normal:?}");
 

@@ -756,7 +756,9 @@ fn delayed_pump(
 // A protected static cluster in a lab
 // ---------------------------------------------------------------------------
 
-/// Peer connect timeout every lab node gets.
+/// Peer connect timeout a lab node gets unless its plan says otherwise
+/// (also how long an open peer connection has to answer a PING after a
+/// request on it timed out).
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 200;
 
 /// Nodes started in a [`Lab`], one per namespace, with a shared generated
@@ -773,6 +775,8 @@ pub struct NodePlan {
     /// `--peers` value.
     pub peers: String,
     pub peer_timeout_ms: u64,
+    /// `--peer-connect-timeout-ms`.
+    pub peer_connect_timeout_ms: u64,
 }
 
 impl NsCluster {
@@ -804,7 +808,7 @@ impl NsCluster {
                     "--max-memory",
                     "64MiB",
                     "--peer-connect-timeout-ms",
-                    &PEER_CONNECT_TIMEOUT_MS.to_string(),
+                    &plan.peer_connect_timeout_ms.to_string(),
                     "--peer-timeout-ms",
                     &plan.peer_timeout_ms.to_string(),
                     "--auth-token",
