@@ -111,6 +111,12 @@ pub struct Args {
     #[arg(long)]
     pub prefill: bool,
 
+    /// Prefill only: writes each connection keeps outstanding (HTTP/1.1
+    /// pipelining, gRPC concurrent streams), at least its measured depth.
+    /// Bounds what is buffered while loading the keys.
+    #[arg(long, default_value_t = DEFAULT_PREFILL_WINDOW)]
+    pub prefill_window: usize,
+
     /// Load applied before the measured run and left out of the results.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub warmup: Duration,
@@ -193,6 +199,11 @@ pub enum ConfigError {
     BadAuthToken { len: usize },
 }
 
+/// `--prefill-window` default: enough writes in flight per connection that
+/// the load is bound by the server, not by round trips, while the buffered
+/// requests stay small (64 x ~200 B per connection).
+pub const DEFAULT_PREFILL_WINDOW: usize = 64;
+
 /// One server to send to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Target {
@@ -233,6 +244,8 @@ pub struct Config {
     pub protocol: ProtocolKind,
     pub mode: ApiMode,
     pub prefill: bool,
+    /// `--prefill-window`: writes in flight per connection while prefilling.
+    pub prefill_window: usize,
     pub rate: Option<f64>,
     pub json: Option<PathBuf>,
     pub hdr_log: Option<PathBuf>,
@@ -263,6 +276,7 @@ impl Config {
         for (name, v) in [
             ("concurrency", args.concurrency),
             ("pipeline", args.pipeline),
+            ("prefill-window", args.prefill_window),
             ("connections", args.connections.unwrap_or(1)),
             ("threads", args.threads.unwrap_or(1)),
         ] {
@@ -338,6 +352,7 @@ impl Config {
             protocol: args.protocol,
             mode: args.mode,
             prefill: args.prefill,
+            prefill_window: args.prefill_window,
             rate: args.rate,
             json: args.json,
             hdr_log: args.hdr_log,

@@ -136,6 +136,7 @@ struct WorkerPlan {
     addrs: Vec<SocketAddr>,
     target_names: Vec<String>,
     prefill: Option<std::ops::Range<u64>>,
+    prefill_window: usize,
     sampler: KeySampler,
     read_ratio: f64,
     seed: u64,
@@ -167,6 +168,7 @@ pub fn run<T: Transport, O: Observer>(
             addrs: cfg.targets.iter().map(|t| t.addr).collect(),
             target_names: cfg.targets.iter().map(|t| t.name.clone()).collect(),
             prefill: cfg.prefill.then(|| prefill_range(cfg.keys, id, threads)),
+            prefill_window: cfg.prefill_window,
             sampler: sampler.clone(),
             read_ratio: cfg.read_ratio,
             seed: derive_seed(cfg.seed, id as u64),
@@ -395,6 +397,8 @@ struct Worker<C: ConnCodec> {
     warmup_ns: u64,
     duration_ns: u64,
     prefill: Option<std::ops::Range<u64>>,
+    /// Writes each connection keeps outstanding while prefilling.
+    prefill_window: usize,
     completions: u64,
 }
 
@@ -463,6 +467,7 @@ impl<C: ConnCodec> Worker<C> {
             warmup_ns: plan.warmup_ns,
             duration_ns: plan.duration_ns,
             prefill: plan.prefill,
+            prefill_window: plan.prefill_window,
             completions: 0,
         })
     }
@@ -609,7 +614,7 @@ impl<C: ConnCodec> Worker<C> {
                     if still_open
                         && (event.is_readable() || event.is_read_closed() || event.is_error())
                     {
-                        self.on_readable(idx);
+                        self.on_readable(idx, event.is_read_closed());
                     }
                 }
                 ConnState::Connecting { .. } => self.finish_connect(idx, now_ns()),
@@ -727,9 +732,8 @@ impl<C: ConnCodec> Worker<C> {
             self.flush(idx);
             return;
         }
-        while self.conns[idx].inflight.len() < self.conns[idx].spec.depth
-            && self.refill_one(idx, now)
-        {}
+        let window = window(self.mode, self.conns[idx].spec.depth, self.prefill_window);
+        while self.conns[idx].inflight.len() < window && self.refill_one(idx, now) {}
         self.flush(idx);
     }
 
@@ -752,7 +756,11 @@ impl<C: ConnCodec> Worker<C> {
         conn.wpos = 0;
     }
 
-    fn on_readable(&mut self, idx: usize) {
+    /// Reads and handles what arrived. `peer_closed`: the event also
+    /// reported the peer's FIN, so read on to the end of stream even after a
+    /// short read (edge-triggered epoll would not report it again, and a
+    /// response cut short would otherwise wait for the request timeout).
+    fn on_readable(&mut self, idx: usize, peer_closed: bool) {
         loop {
             let conn = &mut self.conns[idx];
             if conn.rend == conn.rbuf.len() {
@@ -781,7 +789,7 @@ impl<C: ConnCodec> Worker<C> {
                     // A short read drained the socket; edge-triggered epoll
                     // reports any later data, so skip the read that would
                     // only return EAGAIN.
-                    if n < space {
+                    if n < space && !peer_closed {
                         break;
                     }
                 }
@@ -997,6 +1005,17 @@ impl<C: ConnCodec> Worker<C> {
     }
 }
 
+/// Requests one connection keeps outstanding in `mode`: its measured depth,
+/// or while prefilling the larger `prefill_window` (writes are pipelined over
+/// HTTP/1.1 and multiplexed over gRPC; answers free slots one by one, so the
+/// window slides and never grows past this bound).
+fn window(mode: Mode, depth: usize, prefill_window: usize) -> usize {
+    match mode {
+        Mode::Prefill { .. } => depth.max(prefill_window),
+        Mode::Idle | Mode::Closed | Mode::Open => depth,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1154,6 +1173,170 @@ mod tests {
         assert!((1990..=2010).contains(&done), "{done}");
         assert_eq!(out.measured.errors.total(), 0);
         assert!(out.measured.send_lag_ns.len() > 1900);
+    }
+
+    /// How a [`prefill_mock`] connection misbehaves.
+    #[derive(Clone, Copy)]
+    struct MockFaults {
+        /// Requests number k*N on a connection (counting from 1) are
+        /// answered 503, numbers k*N+1 400.
+        error_every: Option<usize>,
+        /// The first connection, after answering this many requests, sends
+        /// half of the next response and closes (a short read).
+        cut_after: Option<usize>,
+    }
+
+    /// An HTTP/1.1 server for prefill writes: answers `POST /api/set` in
+    /// order, only after reading whole requests, and records the most
+    /// requests it ever had outstanding on one connection (those received
+    /// but not yet answered) in `most_outstanding`.
+    fn prefill_mock(faults: MockFaults, most_outstanding: Arc<AtomicU64>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for (conn_no, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let most_outstanding = most_outstanding.clone();
+                std::thread::spawn(move || {
+                    let (mut buf, mut chunk, mut answered) = (Vec::new(), [0u8; 65536], 0usize);
+                    loop {
+                        let n = match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        buf.extend_from_slice(&chunk[..n]);
+                        let mut out = Vec::new();
+                        let mut batch = 0u64;
+                        loop {
+                            let mut headers = [httparse::EMPTY_HEADER; 16];
+                            let mut req = httparse::Request::new(&mut headers);
+                            let Ok(httparse::Status::Complete(head)) = req.parse(&buf) else {
+                                break;
+                            };
+                            let len: usize = req
+                                .headers
+                                .iter()
+                                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                                .unwrap_or(0);
+                            if buf.len() < head + len {
+                                break;
+                            }
+                            buf.drain(..head + len);
+                            batch += 1;
+                            answered += 1;
+                            let ok: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+                            if conn_no == 0 && faults.cut_after == Some(answered - 1) {
+                                out.extend_from_slice(&ok[..ok.len() / 2]);
+                                let _ = stream.write_all(&out);
+                                return; // dropped: the client sees a short read
+                            }
+                            out.extend_from_slice(match faults.error_every.map(|n| answered % n) {
+                                Some(0) => b"HTTP/1.1 503 Busy\r\nContent-Length: 5\r\n\r\nbusy\n",
+                                Some(1) => b"HTTP/1.1 400 Bad\r\nContent-Length: 4\r\n\r\nbad\n",
+                                _ => ok,
+                            });
+                        }
+                        most_outstanding.fetch_max(batch, Ordering::Relaxed);
+                        if stream.write_all(&out).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn window_is_the_prefill_window_only_while_prefilling() {
+        let prefill = Mode::Prefill { next: 0, end: 10 };
+        assert_eq!(window(prefill, 1, 64), 64);
+        // A deeper measured depth is never lowered.
+        assert_eq!(window(prefill, 100, 64), 100);
+        for mode in [Mode::Idle, Mode::Closed, Mode::Open] {
+            assert_eq!(window(mode, 3, 64), 3);
+        }
+    }
+
+    #[test]
+    fn prefill_pipelines_up_to_the_window_and_counts_error_answers() {
+        let most = Arc::new(AtomicU64::new(0));
+        let faults = MockFaults {
+            error_every: Some(10),
+            cut_after: None,
+        };
+        let addr = prefill_mock(faults, most.clone());
+        let (out, rec) = run_against(
+            addr,
+            &[
+                "--prefill",
+                "--prefill-window",
+                "16",
+                "--keys",
+                "2000",
+                "--connections",
+                "1",
+                "--concurrency",
+                "1",
+                "--threads",
+                "1",
+                "--read-ratio",
+                "0",
+                "--duration",
+                "1ms",
+            ],
+        );
+        let prefill = out.prefill.expect("prefill ran");
+        let errors = &prefill.stats.errors;
+        // One connection, 2000 writes: 200 answered 503, 200 answered 400,
+        // the rest stored.
+        assert_eq!(errors.http_5xx, 200, "{errors:?}");
+        assert_eq!(errors.http_4xx, 200, "{errors:?}");
+        assert_eq!(rec.prefill, Some(1600));
+        assert_eq!(errors.total(), 400, "{errors:?}");
+        // Pipelined (more than one request outstanding at once), never
+        // more than the window.
+        let most = most.load(Ordering::Relaxed);
+        assert!((2..=16).contains(&most), "{most} outstanding");
+    }
+
+    #[test]
+    fn prefill_counts_a_short_read_and_reconnects() {
+        let faults = MockFaults {
+            error_every: None,
+            cut_after: Some(100),
+        };
+        let addr = prefill_mock(faults, Arc::new(AtomicU64::new(0)));
+        let (out, rec) = run_against(
+            addr,
+            &[
+                "--prefill",
+                "--prefill-window",
+                "8",
+                "--keys",
+                "1000",
+                "--connections",
+                "1",
+                "--concurrency",
+                "1",
+                "--threads",
+                "1",
+                "--read-ratio",
+                "0",
+                "--duration",
+                "1ms",
+            ],
+        );
+        let prefill = out.prefill.expect("prefill ran");
+        let errors = &prefill.stats.errors;
+        let stored = rec.prefill.expect("prefill reported");
+        // The requests outstanding when the answer was cut (at least the one
+        // cut short, at most the window) are io errors; the rest of the keys
+        // went over a new connection.
+        assert!((1..=8).contains(&errors.io), "{errors:?}");
+        assert_eq!(stored + errors.total(), 1000, "{errors:?}");
+        assert!(stored >= 992, "{stored}");
     }
 
     #[test]

@@ -150,6 +150,8 @@ pub struct ConfigEcho {
     pub read_ratio: f64,
     pub value_size: usize,
     pub prefill: bool,
+    /// Writes in flight per connection during the prefill.
+    pub prefill_window: usize,
     pub warmup_s: f64,
     pub duration_s: f64,
     pub timeout_s: f64,
@@ -175,6 +177,7 @@ impl ConfigEcho {
             read_ratio: cfg.read_ratio,
             value_size: cfg.value_size,
             prefill: cfg.prefill,
+            prefill_window: cfg.prefill_window,
             warmup_s: cfg.warmup.as_secs_f64(),
             duration_s: cfg.duration.as_secs_f64(),
             timeout_s: cfg.timeout.as_secs_f64(),
