@@ -202,8 +202,10 @@ struct Framing {
     /// While a chunked body arrives: its head's length and the body limit,
     /// so a read validates only the new body bytes.
     chunked_after: Option<(usize, u64)>,
-    /// How far the head has been searched for its end without finding it.
-    head_scanned: usize,
+    /// How far the head has been searched for its end without finding it,
+    /// once a parse found it incomplete (until then a request is parsed at
+    /// once: most heads arrive whole, and need no search of their own).
+    head_scanned: Option<usize>,
 }
 
 impl Framing {
@@ -226,7 +228,10 @@ impl Framing {
                 Ok(Some(_)) | Err(_) => true,
             };
         }
-        pending.len() > MAX_HEAD_BYTES || head_ended(pending, &mut self.head_scanned)
+        match &mut self.head_scanned {
+            None => true,
+            Some(scanned) => pending.len() > MAX_HEAD_BYTES || head_ended(pending, scanned),
+        }
     }
 }
 
@@ -455,7 +460,12 @@ async fn next_request(
     }
     let head = match parse_head(pending) {
         Ok(Some(head)) => head,
-        Ok(None) => return Step::NeedMore { want: 0 },
+        Ok(None) => {
+            // No end of head in what arrived: later reads search only
+            // their new bytes for it before parsing again.
+            framing.head_scanned = Some(pending.len());
+            return Step::NeedMore { want: 0 };
+        }
         Err(e) => return refuse(core, &e, out, OpKind::Other),
     };
     let response_start = out.len();
