@@ -1018,6 +1018,29 @@ fn window(mode: Mode, depth: usize, prefill_window: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    /// The mock servers' framing: takes the complete request (head and
+    /// Content-Length body) at the front of `buf` and returns its path, or
+    /// `None` while it is incomplete.
+    fn take_request(buf: &mut Vec<u8>) -> Option<String> {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut req = httparse::Request::new(&mut headers);
+        let Ok(httparse::Status::Complete(head)) = req.parse(buf) else {
+            return None;
+        };
+        let len: usize = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+            .unwrap_or(0);
+        if buf.len() < head + len {
+            return None;
+        }
+        let path = req.path.unwrap_or("").to_string();
+        buf.drain(..head + len);
+        Some(path)
+    }
+
     use super::*;
     use crate::cli::Args;
     use crate::http::HttpTransport;
@@ -1043,23 +1066,7 @@ mod tests {
                         };
                         buf.extend_from_slice(&chunk[..n]);
                         let mut out = Vec::new();
-                        loop {
-                            let mut headers = [httparse::EMPTY_HEADER; 16];
-                            let mut req = httparse::Request::new(&mut headers);
-                            let Ok(httparse::Status::Complete(head)) = req.parse(&buf) else {
-                                break;
-                            };
-                            let len: usize = req
-                                .headers
-                                .iter()
-                                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-                                .unwrap_or(0);
-                            if buf.len() < head + len {
-                                break;
-                            }
-                            let path = req.path.unwrap_or("").to_string();
-                            buf.drain(..head + len);
+                        while let Some(path) = take_request(&mut buf) {
                             let odd = path.ends_with(['1', '3', '5', '7', '9']);
                             let resp: &[u8] = if path.starts_with("/api/set") {
                                 b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
@@ -1208,21 +1215,9 @@ mod tests {
                         let mut out = Vec::new();
                         let mut batch = 0u64;
                         loop {
-                            let mut headers = [httparse::EMPTY_HEADER; 16];
-                            let mut req = httparse::Request::new(&mut headers);
-                            let Ok(httparse::Status::Complete(head)) = req.parse(&buf) else {
-                                break;
-                            };
-                            let len: usize = req
-                                .headers
-                                .iter()
-                                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-                                .unwrap_or(0);
-                            if buf.len() < head + len {
+                            if take_request(&mut buf).is_none() {
                                 break;
                             }
-                            buf.drain(..head + len);
                             batch += 1;
                             answered += 1;
                             let ok: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
