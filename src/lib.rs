@@ -22,6 +22,8 @@ pub mod chunked;
 pub mod config;
 /// Control thread: etcd or static membership, ring snapshots for the cores.
 pub mod control;
+/// The per-key policy of one core: pure, synchronous, time passed in.
+pub mod engine;
 /// Error enums and the one place statuses are mapped.
 pub mod error;
 /// The gRPC wire format (framing, statuses, timeouts, Cache messages); no I/O.
@@ -36,6 +38,8 @@ pub mod ops;
 pub mod origin;
 /// Per-core gRPC clients to other nodes, over h2 on glommio.
 pub mod peer;
+/// The Redis protocol: RESP parsing, encoding and commands (pure).
+pub mod resp;
 /// Where a key lives: node ring and core hash (pure).
 pub mod routing;
 /// Executors, pinning, the core mesh, start-up checks and shutdown.
