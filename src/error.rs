@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crate::auth::AuthError;
 use crate::control::ControlError;
-use crate::grpc::status::Code;
+use crate::grpc::status::{Code, Status};
 use crate::ops::Reply;
 
 /// The challenge of a 401 for a token that was presented but is not valid.
@@ -207,6 +207,20 @@ impl ApiError {
     }
 }
 
+/// The gRPC status a request error is answered with: the gRPC front end
+/// and the HTTP one refuse the same input for the same reason.
+impl From<&ApiError> for Status {
+    fn from(err: &ApiError) -> Status {
+        Status::new(err.grpc_code(), err.to_string())
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Status {
+        Status::from(&err)
+    }
+}
+
 /// `/setpeer` and `/removepeer` outcomes:
 /// * 404: the member is unknown (not in etcd, not in `--peers`, not in the
 ///   ring);
@@ -299,5 +313,39 @@ mod tests {
         let e = ApiError::invalid("expire", "not a number");
         assert_eq!(e.to_string(), "invalid expire: not a number");
         assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn api_errors_map_to_the_documented_codes() {
+        let cases = [
+            (ApiError::MissingKey, Code::InvalidArgument),
+            (
+                ApiError::KeyTooLong {
+                    len: 2,
+                    limit: 1,
+                    in_url: false,
+                },
+                Code::InvalidArgument,
+            ),
+            (ApiError::invalid("ttl_seconds", "x"), Code::InvalidArgument),
+            (ApiError::Malformed("x".into()), Code::InvalidArgument),
+            (
+                ApiError::ValueTooLarge { len: 2, limit: 1 },
+                Code::ResourceExhausted,
+            ),
+            (
+                ApiError::BodyTooLarge { len: 2, limit: 1 },
+                Code::ResourceExhausted,
+            ),
+            (ApiError::EntryTooLarge("x".into()), Code::ResourceExhausted),
+            (ApiError::NoRoute("/x".into()), Code::Unimplemented),
+            (ApiError::Draining, Code::Unavailable),
+            (ApiError::Internal("x".into()), Code::Internal),
+        ];
+        for (err, code) in cases {
+            let status = Status::from(&err);
+            assert_eq!(status.code, code, "{err:?}");
+            assert_eq!(status.message, err.to_string());
+        }
     }
 }

@@ -8,12 +8,14 @@
 //! - [`frame`]: the 5-byte length prefix (1 flag byte + big-endian `u32`)
 //!   and an incremental decoder for the one message of a unary call, which
 //!   refuses an oversized message from its prefix alone.
-//! - [`status`]: the grpc-status codes, the mapping from our errors, and
-//!   the percent-encoding of `grpc-message`.
+//! - [`status`]: the grpc-status codes and the percent-encoding of
+//!   `grpc-message` (which error gets which code is `crate::error`'s).
 //! - [`timeout`]: the `grpc-timeout` header (`<= 8 digits` + `H M S m u n`).
 //! - [`cache`]: the `nexuscache.v1.Cache` methods: request decoding and
 //!   validation into an [`crate::ops::Op`], reply encoding, and the client
-//!   side of the same messages.
+//!   side of the same messages, all on the generated [`wire`] types.
+//! - [`wire`]: the prost messages generated from `proto/` with `Bytes`
+//!   fields.
 //! - [`budget`]: the per-connection and per-core budgets for the bytes of
 //!   partly received messages.
 //! - [`io`]: an adapter from `futures-io` streams (glommio's) to the
@@ -27,6 +29,7 @@ pub mod frame;
 pub mod io;
 pub mod status;
 pub mod timeout;
+pub mod wire;
 
 /// `content-type` of every gRPC request and response we send. Requests are
 /// accepted with any `application/grpc` prefix (`application/grpc+proto`).

@@ -1,9 +1,8 @@
-//! gRPC status codes, the one place our errors become one, and the
-//! percent-encoding of the `grpc-message` trailer.
+//! gRPC status codes and the percent-encoding of the `grpc-message`
+//! trailer: the wire format only. Which error becomes which code is decided
+//! in `crate::error`, beside the HTTP statuses.
 
 use std::fmt;
-
-use crate::error::ApiError;
 
 /// The canonical gRPC status codes (grpc/grpc `doc/statuscodes.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -148,24 +147,6 @@ impl Status {
     }
 }
 
-/// The status for each request error, so that the gRPC front end and the
-/// HTTP one refuse the same input for the same reason.
-pub fn code_for(err: &ApiError) -> Code {
-    err.grpc_code()
-}
-
-impl From<&ApiError> for Status {
-    fn from(err: &ApiError) -> Status {
-        Status::new(code_for(err), err.to_string())
-    }
-}
-
-impl From<ApiError> for Status {
-    fn from(err: ApiError) -> Status {
-        Status::from(&err)
-    }
-}
-
 /// Percent-encodes a `grpc-message`: UTF-8 bytes outside printable ASCII
 /// (0x20..=0x7E), and `%` itself, become `%XX`.
 pub fn encode_message(message: &str) -> String {
@@ -242,40 +223,6 @@ mod tests {
         assert_eq!(Code::from_http_status(503), Code::Unavailable);
         assert_eq!(Code::from_http_status(400), Code::Internal);
         assert_eq!(Code::from_http_status(415), Code::Unknown);
-    }
-
-    #[test]
-    fn api_errors_map_to_the_documented_codes() {
-        let cases = [
-            (ApiError::MissingKey, Code::InvalidArgument),
-            (
-                ApiError::KeyTooLong {
-                    len: 2,
-                    limit: 1,
-                    in_url: false,
-                },
-                Code::InvalidArgument,
-            ),
-            (ApiError::invalid("ttl_seconds", "x"), Code::InvalidArgument),
-            (ApiError::Malformed("x".into()), Code::InvalidArgument),
-            (
-                ApiError::ValueTooLarge { len: 2, limit: 1 },
-                Code::ResourceExhausted,
-            ),
-            (
-                ApiError::BodyTooLarge { len: 2, limit: 1 },
-                Code::ResourceExhausted,
-            ),
-            (ApiError::EntryTooLarge("x".into()), Code::ResourceExhausted),
-            (ApiError::NoRoute("/x".into()), Code::Unimplemented),
-            (ApiError::Draining, Code::Unavailable),
-            (ApiError::Internal("x".into()), Code::Internal),
-        ];
-        for (err, code) in cases {
-            let status = Status::from(&err);
-            assert_eq!(status.code, code, "{err:?}");
-            assert_eq!(status.message, err.to_string());
-        }
     }
 
     #[test]
