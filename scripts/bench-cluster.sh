@@ -27,7 +27,9 @@
 # with nexuscache-bench reads (one thread, same concurrency and duration) of
 # the local keys and of the remote keys. Prints a table (req/s of every run,
 # p50/p99, A's peer requests per read as a check that remote reads really
-# went to a peer) and the ratio remote/local, and writes it to
+# went to a peer, the forwarded ops the owners received that arrived on a
+# core other than the key's home core, and the 1-minute load average after
+# the run) and the ratio remote/local, and writes it to
 # bench-results/cluster-<time>.txt with every run's JSON in
 # bench-results/cluster-<time>/. Stops only the processes it started.
 set -euo pipefail
@@ -179,15 +181,29 @@ peer_requests() {
              END { printf "%d %d\n", s, f }'
 }
 
+# forwarded_landed: ops other nodes forwarded to any of the three nodes,
+# "<on the key's home core> <on another core>"
+# (nexuscache_forwarded_ops_received_total{landed=...}); the second number
+# is the owner-side cross-core hops forwarded ops took.
+forwarded_landed() {
+    local port
+    for port in "${http_ports[@]}"; do
+        curl -s --max-time 5 "http://127.0.0.1:$port/metrics"
+    done | awk '/^nexuscache_forwarded_ops_received_total[{]/ {
+                    if ($0 ~ /landed="home_core"/) h += $NF; else o += $NF }
+                END { printf "%d %d\n", h, o }'
+}
+
 # --- measurements --------------------------------------------------------------
 runs_file="$results_dir/runs.tsv"
-printf 'protocol\tkeys\tround\tjson\tpeer_requests\tpeer_failed\n' >"$runs_file"
+printf 'protocol\tkeys\tround\tjson\tpeer_requests\tpeer_failed\tlanded_home\tlanded_other\tload1\n' >"$runs_file"
 run_one() {
-    local proto="$1" set="$2" round="$3" target json before after
+    local proto="$1" set="$2" round="$3" target json before after landed_before landed_after
     target="$a_http"
     [[ "$proto" == grpc ]] && target="$a_grpc"
     json="$results_dir/$proto-$set-$round.json"
     before="$(peer_requests)"
+    landed_before="$(forwarded_landed)"
     log "round $round/$rounds: $proto reads of $set keys -> $target (${warmup}s warmup, ${duration}s)"
     "$bench_bin" --protocol "$proto" --targets "$target" --key-file "$work/keys-$set.txt" \
         --read-ratio 1 --threads 1 --concurrency "$concurrency" \
@@ -195,8 +211,11 @@ run_one() {
         >"$results_dir/$proto-$set-$round.txt" 2>&1 ||
         die "nexuscache-bench failed: $(tail -n 5 "$results_dir/$proto-$set-$round.txt")"
     after="$(peer_requests)"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$proto" "$set" "$round" "$json" \
-        $((${after% *} - ${before% *})) $((${after#* } - ${before#* })) >>"$runs_file"
+    landed_after="$(forwarded_landed)"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proto" "$set" "$round" "$json" \
+        $((${after% *} - ${before% *})) $((${after#* } - ${before#* })) \
+        $((${landed_after% *} - ${landed_before% *})) $((${landed_after#* } - ${landed_before#* })) \
+        "$(cut -d' ' -f1 /proc/loadavg)" >>"$runs_file"
 }
 for proto in $protocols; do
     for ((round = 1; round <= rounds; round++)); do
@@ -236,13 +255,17 @@ for r in rows:
         "peer": int(r["peer_requests"]) / all_requests,
         "peer_failed": int(r["peer_failed"]),
         "misses": read.get("misses") or 0,
+        "home": int(r["landed_home"]),
+        "other": int(r["landed_other"]),
+        "load": float(r["load1"]),
     })
 
 def us(v):
     return f"{v:.0f}us" if v < 1000 else f"{v / 1000:.2f}ms"
 
 hdr = (f"{'protocol':<8} {'keys':<6} {'req/s per run':<24} {'mean':>8} {'spread':>7} {'p50 per run':<18} "
-       f"{'p99 per run':<18} {'misses':>6} {'err':>4} {'peer/read':>9} {'peer fail':>9}")
+       f"{'p99 per run':<18} {'misses':>6} {'err':>4} {'peer/read':>9} {'peer fail':>9} "
+       f"{'owner hops':>15} {'load1 per run':<14}")
 print(hdr)
 print("-" * len(hdr))
 for (proto, kset), rs in runs.items():
@@ -250,10 +273,13 @@ for (proto, kset), rs in runs.items():
     rps = [x["rps"] for x in rs]
     mean = statistics.mean(rps)
     spread = (max(rps) - min(rps)) / mean * 100 if mean else 0.0
+    loads = " ".join(f"{x['load']:.2f}" for x in rs)
+    hops = f"{sum(x['other'] for x in rs)}/{sum(x['home'] + x['other'] for x in rs)}"
     print(f"{proto:<8} {kset:<6} {' '.join(f'{v:.0f}' for v in rps):<24} {mean:>8.0f} {spread:>6.1f}% "
           f"{' '.join(us(x['p50']) for x in rs):<18} {' '.join(us(x['p99']) for x in rs):<18} "
           f"{sum(x['misses'] for x in rs):>6} {sum(x['errors'] for x in rs):>4} "
-          f"{statistics.mean(x['peer'] for x in rs):>9.2f} {sum(x['peer_failed'] for x in rs):>9}")
+          f"{statistics.mean(x['peer'] for x in rs):>9.2f} {sum(x['peer_failed'] for x in rs):>9} "
+          f"{hops:>15} {loads:<14}")
 print()
 for proto in dict.fromkeys(p for p, _ in runs):
     loc, rem = runs.get((proto, "local")), runs.get((proto, "remote"))
@@ -270,5 +296,8 @@ print("spread = (max - min) / mean of the runs; peer/read = node A's peer reques
 print("per request answered during the run, warmup included: ~1 for remote keys, 0 for local ones.")
 print("misses: reads answered found=false / 404 (every key was written, so each is a failed forward: a node")
 print("answers a read it could not forward as a miss); peer fail: A's peer requests not ok (timeout/error).")
+print("owner hops: forwarded ops the owners received on a core other than the key's home core / all forwarded")
+print("ops they received (nexuscache_forwarded_ops_received_total, warmup included): 0/N when peer connections")
+print("reach the home core. load1: the machine's 1-minute load average right after the run.")
 PY
 log "results: $summary (runs: $results_dir)"

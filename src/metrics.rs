@@ -204,6 +204,55 @@ fn bucket_of(secs: f64) -> usize {
 type PeerKey = (Arc<str>, OpKind);
 type PeerOutcomeKey = (Arc<str>, OpKind, PeerOutcome);
 
+/// Where an op forwarded by another node arrived: on the key's home core
+/// (its peer connection announced that core), or on another core of this
+/// node, which then takes one more cross-core hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landing {
+    HomeCore = 0,
+    OtherCore = 1,
+}
+
+impl Landing {
+    pub const ALL: [Landing; 2] = [Landing::HomeCore, Landing::OtherCore];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Landing::HomeCore => "home_core",
+            Landing::OtherCore => "other_core",
+        }
+    }
+}
+
+/// What the accepting core did with a peer connection that announced its
+/// target core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announcement {
+    /// The target was the accepting core: served here.
+    Here = 0,
+    /// Handed to the target core.
+    HandedOff = 1,
+    /// The target is not a core of this node (or could not take it):
+    /// served on the accepting core.
+    Refused = 2,
+}
+
+impl Announcement {
+    pub const ALL: [Announcement; 3] = [
+        Announcement::Here,
+        Announcement::HandedOff,
+        Announcement::Refused,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Announcement::Here => "here",
+            Announcement::HandedOff => "handed_off",
+            Announcement::Refused => "refused",
+        }
+    }
+}
+
 /// One core's counters. Not `Sync` on purpose: only its core writes it.
 #[derive(Debug)]
 pub struct CoreMetrics {
@@ -215,6 +264,11 @@ pub struct CoreMetrics {
     latency_buckets: [[Cell<u64>; LATENCY_BUCKETS.len() + 1]; N_OPS],
     latency_sum: [Cell<f64>; N_OPS],
     cross_core: Cell<u64>,
+    /// Ops other nodes forwarded here (reads, writes, replica updates), by
+    /// [`Landing`].
+    forwarded_landed: [Cell<u64>; 2],
+    /// Announcing peer connections this core accepted, by [`Announcement`].
+    announcements: [Cell<u64>; 3],
     connections_active: Cell<u64>,
     connections_total: Cell<u64>,
     connections_rejected: Cell<u64>,
@@ -234,6 +288,8 @@ impl Default for CoreMetrics {
             latency_buckets: Default::default(),
             latency_sum: Default::default(),
             cross_core: Cell::new(0),
+            forwarded_landed: Default::default(),
+            announcements: Default::default(),
             connections_active: Cell::new(0),
             connections_total: Cell::new(0),
             connections_rejected: Cell::new(0),
@@ -282,6 +338,16 @@ impl CoreMetrics {
 
     pub fn record_cross_core(&self) {
         bump(&self.cross_core, 1);
+    }
+
+    /// An op another node forwarded, which arrived on this core.
+    pub fn record_forwarded_op(&self, landing: Landing) {
+        bump(&self.forwarded_landed[landing as usize], 1);
+    }
+
+    /// A peer connection that announced its target core arrived here.
+    pub fn record_announcement(&self, result: Announcement) {
+        bump(&self.announcements[result as usize], 1);
     }
 
     pub fn record_copy(&self, kind: CopyKind) {
@@ -357,6 +423,8 @@ impl CoreMetrics {
                 .collect(),
             latency_sum: self.latency_sum.iter().map(Cell::get).collect(),
             cross_core: self.cross_core.get(),
+            forwarded_landed: self.forwarded_landed.each_ref().map(Cell::get),
+            announcements: self.announcements.each_ref().map(Cell::get),
             connections_active: self.connections_active.get(),
             connections_total: self.connections_total.get(),
             connections_rejected: self.connections_rejected.get(),
@@ -407,6 +475,8 @@ pub struct CoreSnapshot {
     pub latency_buckets: Vec<Vec<u64>>,
     pub latency_sum: Vec<f64>,
     pub cross_core: u64,
+    pub forwarded_landed: [u64; 2],
+    pub announcements: [u64; 3],
     pub connections_active: u64,
     pub connections_total: u64,
     pub connections_rejected: u64,
@@ -764,8 +834,22 @@ fn tier_families(cores: &[(ShardStats, CoreSnapshot)]) -> Vec<MetricFamily> {
     let mut copies = Vec::new();
     let mut updates = Vec::new();
     let mut origin = Vec::new();
+    let mut forwarded = Vec::new();
+    let mut announcements = Vec::new();
     for (_, snap) in cores {
         let core = snap.core.to_string();
+        for (landing, n) in Landing::ALL.iter().zip(snap.forwarded_landed) {
+            forwarded.push(counter(
+                vec![label("core", &core), label("landed", landing.label())],
+                n,
+            ));
+        }
+        for (result, n) in Announcement::ALL.iter().zip(snap.announcements) {
+            announcements.push(counter(
+                vec![label("core", &core), label("result", result.label())],
+                n,
+            ));
+        }
         let t = &snap.tiers;
         for (kind, n) in ["replica", "auto"].iter().zip(t.copies) {
             copies.push(counter(vec![label("core", &core), label("kind", kind)], n));
@@ -807,6 +891,18 @@ fn tier_families(cores: &[(ShardStats, CoreSnapshot)]) -> Vec<MetricFamily> {
             "Requests to the read-through origin, by result.",
             MetricType::COUNTER,
             origin,
+        ),
+        family(
+            "nexuscache_forwarded_ops_received_total",
+            "Ops other nodes forwarded here (reads, writes, replica updates), by where they arrived: on the key's home core (landed=home_core), or on another core, which then sends them on (landed=other_core, also counted in nexuscache_cross_core_requests_total).",
+            MetricType::COUNTER,
+            forwarded,
+        ),
+        family(
+            "nexuscache_peer_connection_announcements_total",
+            "Peer connections that asked to be served on a given core, by what the accepting core did: served here (its own id), handed_off to that core, or refused (no such core, or the handoff failed) and served here.",
+            MetricType::COUNTER,
+            announcements,
         ),
     ]
 }

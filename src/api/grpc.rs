@@ -36,7 +36,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_lite::future;
+use futures_lite::{future, AsyncReadExt};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use h2::server::SendResponse;
@@ -53,8 +53,11 @@ use crate::grpc::frame::FrameError;
 use crate::grpc::io::TokioIo;
 use crate::grpc::status::{encode_message, Code, Status};
 use crate::grpc::{timeout, CONTENT_TYPE as GRPC_CONTENT_TYPE};
+use crate::metrics::Landing;
 use crate::ops::{Op, Reply};
+use crate::peer::announce::{self, FirstBytes, Prefixed};
 use crate::peer::streams::{read_unary_within, send_message, ReadError};
+use crate::routing::core_of;
 use crate::runtime::core::Core;
 
 /// Per-stream receive window: a request with a value of the default size
@@ -158,19 +161,74 @@ impl Drop for StreamGuard {
 /// drains, until its calls are done). Call it from the core's accept loop
 /// on the gRPC port: `spawn_local(serve_grpc_connection(core, stream)).detach()`.
 pub async fn serve_grpc_connection(core: Rc<Core>, stream: TcpStream) {
+    serve_grpc_connection_after(core, stream, Vec::new()).await
+}
+
+/// [`serve_grpc_connection`] for a connection whose first bytes were
+/// already read (`read`, looking for a home-core announcement): HTTP/2
+/// sees them first, then the socket.
+pub async fn serve_grpc_connection_after(core: Rc<Core>, stream: TcpStream, read: Vec<u8>) {
     let _ = stream.set_nodelay(true);
     // The deadline stays unset while the connection behaves; it is the
     // reaper's backstop once the connection was asked to go away.
     let (id, deadline) = core.register_connection(stream.as_raw_fd());
-    if let Err(e) = run(&core, stream, &deadline).await {
+    if let Err(e) = run(&core, Prefixed::new(read, stream), &deadline).await {
         debug!(core = core.id, "gRPC connection ended: {e}");
     }
     core.unregister_connection(id);
 }
 
+/// How a new gRPC connection opened.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Opening {
+    /// A peer asked to be served on `core`; `rest` is what it sent after
+    /// the announcement (the start of HTTP/2).
+    Announced { core: u16, rest: Vec<u8> },
+    /// A normal client; `read` is what it sent so far, to replay.
+    Plain { read: Vec<u8> },
+    /// Closed, failed, or sent nothing (or only part of an announcement)
+    /// within `limit`: drop it.
+    Gone,
+}
+
+/// Bytes read from a new connection at once while looking for an
+/// announcement: a client's HTTP/2 preface and first frames fit.
+const OPENING_READ: usize = 512;
+
+/// Reads the first bytes of a new gRPC connection, for at most `limit`,
+/// until they show whether it announces a home core
+/// ([`crate::peer::announce`]). A normal client is told apart by its first
+/// byte, so it waits for nothing it would not send anyway.
+pub async fn read_opening(stream: &mut TcpStream, limit: Duration) -> Opening {
+    let read = async {
+        let mut read = Vec::with_capacity(OPENING_READ);
+        let mut chunk = [0u8; OPENING_READ];
+        loop {
+            let n = match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return Opening::Gone,
+                Ok(n) => n,
+            };
+            read.extend_from_slice(&chunk[..n]);
+            match announce::classify(&read) {
+                FirstBytes::NeedMore => continue,
+                FirstBytes::Plain => return Opening::Plain { read },
+                FirstBytes::Announced { core } => {
+                    let rest = read.split_off(announce::ANNOUNCEMENT_LEN);
+                    return Opening::Announced { core, rest };
+                }
+            }
+        }
+    };
+    future::or(read, async {
+        Timer::new(limit).await;
+        Opening::Gone
+    })
+    .await
+}
+
 async fn run(
     core: &Rc<Core>,
-    stream: TcpStream,
+    stream: Prefixed<TcpStream>,
     deadline: &crate::runtime::core::Deadline,
 ) -> Result<(), h2::Error> {
     let limit = cache::max_message_bytes(&core.limits);
@@ -475,6 +533,13 @@ async fn run_op(core: &Core, request: CallRequest) -> Reply {
 /// views can differ for a moment during a membership change, and a second
 /// hop could bounce the request between two nodes.
 async fn run_forwarded(core: &Core, op: Op) -> Reply {
+    // Proof that peer connections reach the key's home core: a forwarded
+    // op that arrives elsewhere costs the cross-core hop `call_here` takes.
+    let landing = match op.key() {
+        Some(key) if core_of(key, core.cores) != core.id => Landing::OtherCore,
+        _ => Landing::HomeCore,
+    };
+    core.metrics.record_forwarded_op(landing);
     core.call_here(op).await
 }
 

@@ -42,8 +42,13 @@ pub const DEFAULT_PREFIX: &str = "/nexuscache/nodes/";
 /// `--grpc-port` of HTTP port + 1000).
 pub const GRPC_PORT_OFFSET: u16 = 1000;
 
-/// `cores` of a static peer: `--peers` does not say, so 0 means "unknown".
+/// `cores` of a static peer whose `--peers` entry does not say: 0 means
+/// "unknown" (forwarding then targets the sending core's own id).
 pub const UNKNOWN_CORES: u32 = 0;
+
+/// Most data cores a `--peers` entry may give (`@N`); far above any
+/// machine, it only keeps a typo from becoming a nonsense core id.
+pub const MAX_PEER_CORES: u32 = 65_536;
 
 /// The JSON value stored at `<prefix><name>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,7 +98,7 @@ pub enum RecordError {
 
 /// Why a `--peers` entry (or a `set_peer` address) was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid peer {entry:?}: {reason} (expected name=http_host:port[/grpc_host:port])")]
+#[error("invalid peer {entry:?}: {reason} (expected name=http_host:port[/grpc_host:port][@cores])")]
 pub struct PeerSpecError {
     pub entry: String,
     pub reason: String,
@@ -220,9 +225,9 @@ fn parse_host_port(addr: &str) -> Result<(&str, u16), String> {
     }
 }
 
-/// A member from a name and `http_addr[/grpc_addr]`; without a gRPC address
-/// the gRPC port is the HTTP port + [`GRPC_PORT_OFFSET`] on the same host.
-/// `cores` is [`UNKNOWN_CORES`].
+/// A member from a name and `http_addr[/grpc_addr][@cores]`; without a
+/// gRPC address the gRPC port is the HTTP port + [`GRPC_PORT_OFFSET`] on the
+/// same host; without `@cores`, `cores` is [`UNKNOWN_CORES`].
 pub fn parse_peer(name: &str, addrs: &str) -> Result<Member, PeerSpecError> {
     let entry = format!("{name}={addrs}");
     let fail = |reason: String| PeerSpecError {
@@ -230,6 +235,18 @@ pub fn parse_peer(name: &str, addrs: &str) -> Result<Member, PeerSpecError> {
         reason,
     };
     validate_name(name).map_err(|e| fail(e.to_string()))?;
+    let (addrs, cores) = match addrs.rsplit_once('@') {
+        None => (addrs, UNKNOWN_CORES),
+        Some((addrs, cores)) => match cores.trim().parse::<u32>() {
+            Ok(n) if (1..=MAX_PEER_CORES).contains(&n) => (addrs, n),
+            _ => {
+                return Err(fail(format!(
+                    "core count {:?} after '@' is not 1-{MAX_PEER_CORES}",
+                    cores.trim()
+                )))
+            }
+        },
+    };
     let (http_addr, grpc_addr) = match addrs.split_once('/') {
         Some((http, grpc)) => (http.trim(), Some(grpc.trim())),
         None => (addrs.trim(), None),
@@ -255,20 +272,24 @@ pub fn parse_peer(name: &str, addrs: &str) -> Result<Member, PeerSpecError> {
         name: name.into(),
         http_addr: http_addr.to_owned(),
         grpc_addr,
-        cores: UNKNOWN_CORES,
+        cores,
     })
 }
 
 /// Parse a static member list (`--peers`):
 ///
 /// ```text
-/// name=http_host:port[/grpc_host:port],name=...
-/// a=127.0.0.1:9999/127.0.0.1:10999,b=127.0.0.1:9998
+/// name=http_host:port[/grpc_host:port][@cores],name=...
+/// a=127.0.0.1:9999/127.0.0.1:10999@4,b=127.0.0.1:9998
 /// ```
 ///
 /// Entries are separated by commas (blanks around them are ignored, empty
 /// entries skipped); an entry without `/grpc_addr` gets the HTTP port +
 /// [`GRPC_PORT_OFFSET`] on the same host (`b` above: `127.0.0.1:10998`).
+/// `@cores` is the node's number of data cores (`--cores`), so this node
+/// can send each key's ops to its home core there; without it (`b`) the
+/// count is unknown and each core's connection targets its own id there,
+/// which is the home core whenever both nodes have the same count.
 /// Names must be unique. An empty string is an empty list.
 pub fn parse_static_peers(text: &str) -> Result<Vec<Member>, PeerSpecError> {
     let mut peers: Vec<Member> = Vec::new();
@@ -861,6 +882,16 @@ mod tests {
                 },
             ]
         );
+        let with_cores =
+            parse_static_peers("a=127.0.0.1:9999/127.0.0.1:10999@4, b=127.0.0.1:9998@ 2 ")
+                .expect("parses");
+        assert_eq!(
+            with_cores
+                .iter()
+                .map(|m| (m.grpc_addr.as_str(), m.cores))
+                .collect::<Vec<_>>(),
+            [("127.0.0.1:10999", 4), ("127.0.0.1:10998", 2)]
+        );
         assert_eq!(parse_static_peers("").expect("empty is fine"), []);
         assert_eq!(parse_static_peers(" , ").expect("blank is fine"), []);
     }
@@ -878,6 +909,10 @@ mod tests {
             ("a=h:65000", "cannot derive a gRPC port"),
             ("a=h:1,a=h:2", "listed twice"),
             ("a b=h:1", "whitespace"),
+            ("a=h:1@0", "core count \"0\""),
+            ("a=h:1@", "core count \"\""),
+            ("a=h:1/h:2@x", "core count \"x\""),
+            ("a=h:1@65537", "not 1-65536"),
         ] {
             let err = parse_static_peers(text).expect_err(text);
             let message = err.to_string();

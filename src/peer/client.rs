@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_lite::future;
+use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use h2::client::SendRequest;
@@ -45,6 +46,9 @@ pub struct PeerClient {
 
 struct Inner {
     addr: SocketAddr,
+    /// The core of the peer this connection announces itself for (see
+    /// [`super::announce`]); `None` sends plain HTTP/2.
+    home_core: Option<u16>,
     config: PeerConfig,
     /// The URI of each method, in `Method::ALL` order.
     uris: [Uri; 4],
@@ -207,6 +211,19 @@ impl PeerClient {
     /// A client for the node whose gRPC port is at `addr`; nothing happens
     /// on the network until the first request.
     pub fn new(addr: SocketAddr, config: PeerConfig) -> PeerClient {
+        PeerClient::build(addr, None, config)
+    }
+
+    /// A client whose connection asks the peer to serve it on `core` (the
+    /// home core there of every key this client will carry): the peer
+    /// hands it to that core at accept, so no call on it takes a
+    /// cross-core hop there. A peer with fewer cores serves it on the core
+    /// that accepted it.
+    pub fn on_core(addr: SocketAddr, core: u16, config: PeerConfig) -> PeerClient {
+        PeerClient::build(addr, Some(core), config)
+    }
+
+    fn build(addr: SocketAddr, home_core: Option<u16>, config: PeerConfig) -> PeerClient {
         let uri = |method: Method| {
             Uri::builder()
                 .scheme("http")
@@ -228,6 +245,7 @@ impl PeerClient {
         PeerClient {
             inner: Rc::new(Inner {
                 addr,
+                home_core,
                 uris: Method::ALL.map(uri),
                 grpc_timeouts,
                 config,
@@ -243,6 +261,11 @@ impl PeerClient {
 
     pub fn addr(&self) -> SocketAddr {
         self.inner.addr
+    }
+
+    /// The peer core this client's connection announces, if any.
+    pub fn home_core(&self) -> Option<u16> {
+        self.inner.home_core
     }
 
     /// Whether a connection is currently established.
@@ -411,6 +434,18 @@ impl PeerClient {
                 }
             })?;
             let _ = stream.set_nodelay(true);
+            let mut stream = stream;
+            if let Some(core) = self.inner.home_core {
+                // Before the HTTP/2 preface, within the connect time limit.
+                stream
+                    .write_all(&super::announce::announcement(core))
+                    .await
+                    .map_err(|e| PeerError::Connect {
+                        addr,
+                        reason: format!("sending the home-core announcement: {e}"),
+                        refused: false,
+                    })?;
+            }
             h2::client::Builder::new()
                 .initial_window_size(STREAM_WINDOW)
                 .initial_connection_window_size(CONNECTION_WINDOW)
@@ -646,6 +681,7 @@ impl fmt::Debug for PeerClient {
         };
         f.debug_struct("PeerClient")
             .field("addr", &self.inner.addr)
+            .field("home_core", &self.inner.home_core)
             .field("state", &state)
             .finish()
     }

@@ -5,9 +5,17 @@
 //! that node: no lock, no connection shared between threads.
 //!
 //! ```text
-//! core A ── PeerPool (one per core) ── PeerClient(node Y) ══ h2 ══> node Y, any core
-//!                                   └─ PeerClient(node Z) ══ h2 ══> node Z
+//! core A ── PeerPool (one per core) ── PeerClient(node Y, core A) ══ h2 ══> node Y, core A
+//!                                   └─ PeerClient(node Z, core A) ══ h2 ══> node Z, core A
 //! ```
+//!
+//! Each connection announces the peer core it is for ([`announce`]), and
+//! the peer serves it on that core: a key's home core is the same id on
+//! every node with the same core count, so what core A forwards lands on
+//! the key's home core at the owner with no further hop. The pool is keyed
+//! by (address, target core): [`PeerPool::client`] targets this core's own
+//! id, [`PeerPool::client_on`] any other, and [`PeerPool::client_for_key`]
+//! picks the key's home core at an owner whose core count is known.
 //!
 //! A [`PeerClient`] connects on first use and keeps the connection; every
 //! task on the core multiplexes its requests over it. Each request carries
@@ -30,10 +38,11 @@
 //! request bytes in flight, so the node it forwards to never has to refuse
 //! a stream of ours for holding too many partial messages.
 
+pub mod announce;
 mod client;
 pub mod streams;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -43,6 +52,7 @@ use http::HeaderValue;
 pub use self::client::PeerClient;
 use crate::config::{DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
 use crate::grpc::status::Code;
+use crate::routing::core_of;
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
@@ -163,35 +173,73 @@ impl PeerError {
     }
 }
 
-/// One core's clients, one per peer address, created on first use and kept.
+/// One core's clients, one per (peer address, target core), created on
+/// first use and kept.
 #[derive(Debug, Default)]
 pub struct PeerPool {
     config: PeerConfig,
-    clients: RefCell<HashMap<SocketAddr, PeerClient>>,
+    /// The id of the core this pool belongs to: what [`PeerPool::client`]
+    /// targets at the peer.
+    local_core: Cell<usize>,
+    clients: RefCell<HashMap<(SocketAddr, usize), PeerClient>>,
 }
 
 impl PeerPool {
     pub fn new(config: PeerConfig) -> PeerPool {
         PeerPool {
             config,
+            local_core: Cell::new(0),
             clients: RefCell::new(HashMap::new()),
         }
     }
 
-    /// The client for the node whose gRPC address is `addr` (cheap clone of
-    /// a shared handle; it connects on its first request).
+    /// Tells the pool which core it belongs to (0 until told). Set once at
+    /// start-up, before the first request.
+    pub fn set_local_core(&self, core: usize) {
+        self.local_core.set(core);
+    }
+
+    pub fn local_core(&self) -> usize {
+        self.local_core.get()
+    }
+
+    /// The client for the node whose gRPC address is `addr`, on the peer
+    /// core with this core's id (cheap clone of a shared handle; it
+    /// connects on its first request). That core is the key's home there
+    /// whenever both nodes have the same number of cores.
     pub fn client(&self, addr: SocketAddr) -> PeerClient {
+        self.client_on(addr, self.local_core.get())
+    }
+
+    /// The client for core `core` of the node at `addr`. A core id the peer
+    /// does not have (or past `u16::MAX`) is served by whichever core
+    /// accepts the connection.
+    pub fn client_on(&self, addr: SocketAddr, core: usize) -> PeerClient {
         self.clients
             .borrow_mut()
-            .entry(addr)
-            .or_insert_with(|| PeerClient::new(addr, self.config.clone()))
+            .entry((addr, core))
+            .or_insert_with(|| match u16::try_from(core) {
+                Ok(core) => PeerClient::on_core(addr, core, self.config.clone()),
+                Err(_) => PeerClient::new(addr, self.config.clone()),
+            })
             .clone()
+    }
+
+    /// The client that reaches `key`'s home core at the node at `addr`,
+    /// which has `owner_cores` data cores (a member's `cores`; 0 when
+    /// unknown, as for a `--peers` entry without a core count, falls back
+    /// to [`PeerPool::client`]).
+    pub fn client_for_key(&self, addr: SocketAddr, key: &[u8], owner_cores: u32) -> PeerClient {
+        match owner_cores {
+            0 => self.client(addr),
+            cores => self.client_on(addr, core_of(key, cores as usize)),
+        }
     }
 
     /// Drops the clients of nodes that left (their connections close once
     /// in-flight requests finish).
     pub fn retain(&self, mut keep: impl FnMut(&SocketAddr) -> bool) {
-        self.clients.borrow_mut().retain(|addr, _| keep(addr));
+        self.clients.borrow_mut().retain(|(addr, _), _| keep(addr));
     }
 
     pub fn len(&self) -> usize {
@@ -219,6 +267,46 @@ mod tests {
         pool.retain(|addr| *addr == b);
         assert_eq!(pool.len(), 1);
         assert!(!pool.client(b).is_connected());
+    }
+
+    #[test]
+    fn pool_keys_clients_by_address_and_target_core() {
+        let pool = PeerPool::new(PeerConfig::default());
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(pool.client(a).home_core(), Some(0));
+        pool.set_local_core(3);
+        assert_eq!(pool.local_core(), 3);
+        assert_eq!(pool.client(a).home_core(), Some(3));
+        assert_eq!(pool.client_on(a, 1).home_core(), Some(1));
+        assert_eq!(pool.client_on(a, 1).home_core(), Some(1));
+        assert_eq!(pool.len(), 3);
+        // An id no announcement can carry gets a plain connection.
+        assert_eq!(pool.client_on(a, 70_000).home_core(), None);
+        pool.retain(|_| false);
+        assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn client_for_key_targets_the_home_core_at_the_owner() {
+        let pool = PeerPool::new(PeerConfig::default());
+        pool.set_local_core(1);
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for i in 0..64 {
+            let key = format!("key-{i}");
+            for owner_cores in [1u32, 2, 3, 8] {
+                let home = core_of(key.as_bytes(), owner_cores as usize) as u16;
+                assert_eq!(
+                    pool.client_for_key(a, key.as_bytes(), owner_cores)
+                        .home_core(),
+                    Some(home)
+                );
+            }
+            // Unknown core count: this core's own id.
+            assert_eq!(
+                pool.client_for_key(a, key.as_bytes(), 0).home_core(),
+                Some(1)
+            );
+        }
     }
 
     #[test]

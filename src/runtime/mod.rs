@@ -4,10 +4,17 @@
 //!
 //! ```text
 //! main thread (control): start cores -> wait until all bound -> wait for SIGTERM/SIGINT
-//!   core i (glommio, pinned): join mesh -> bind :port (SO_REUSEPORT) -> accept loop
+//!   core i (glommio, pinned): join meshes -> bind :port (SO_REUSEPORT) -> accept loop
 //!                             mesh receivers: execute ops other cores send here
+//!                             handoff receivers: serve peer connections other cores accepted for us
 //!                             housekeeping: TTL sweep, watch the lifecycle flags
 //! ```
+//!
+//! The kernel spreads connections on the shared gRPC port over the cores;
+//! a peer connection that announces its target core
+//! ([`crate::peer::announce`]) is moved to that core once, at accept,
+//! through a second channel mesh that carries sockets, so the ops on it
+//! never hop between cores here.
 
 pub mod core;
 pub mod lifecycle;
@@ -19,28 +26,33 @@ pub mod uring_flags;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
-use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::net::TcpListener;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{debug, error, info, warn};
 
 use self::core::{Core, Envelope};
 use self::lifecycle::Lifecycle;
 use self::log_limit::{Backoff, LogLimiter};
+use crate::api::grpc::{read_opening, serve_grpc_connection_after, Opening};
 use crate::api::http::conn::serve_connection;
 use crate::config::Config;
 use crate::control::{self, ControlClient, ControlConfig, RingBoard};
 use crate::error::StartupError;
+use crate::metrics::Announcement;
 use crate::routing::Member;
 
 /// Depth of each core-to-core channel; a full channel makes the sender wait.
 const MESH_CHANNEL_DEPTH: usize = 1024;
+/// Peer connections waiting to be taken over by their target core; a full
+/// channel makes the accepting core serve the connection itself.
+const HANDOFF_CHANNEL_DEPTH: usize = 64;
 /// Pending connections per core's listener before the kernel refuses more.
 const LISTEN_BACKLOG: i32 = 4096;
 /// How often cores look at the lifecycle flags.
@@ -67,6 +79,14 @@ struct NodeShared {
     lifecycle: Arc<Lifecycle>,
     board: Arc<RingBoard>,
     control: ControlClient,
+}
+
+/// A peer connection on its way from the core that accepted it to the core
+/// it announced: the socket (a duplicate of the accepting core's fd, which
+/// that core closes) and the bytes read after the announcement.
+struct Handoff {
+    socket: OwnedFd,
+    rest: Vec<u8>,
 }
 
 /// What a core reports to the control thread once it can serve.
@@ -110,6 +130,7 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
         control: control.client(),
     };
     let mesh = MeshBuilder::<Envelope, _>::full(config.cores(), MESH_CHANNEL_DEPTH);
+    let handoffs = MeshBuilder::<Handoff, _>::full(config.cores(), HANDOFF_CHANNEL_DEPTH);
     let (report_tx, report_rx) = crossbeam_channel::unbounded::<StartReport>();
 
     let mut handles = Vec::with_capacity(config.cores());
@@ -120,10 +141,11 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
             Placement::Unbound
         };
         let (node, mesh, report) = (node.clone(), mesh.clone(), report_tx.clone());
+        let handoffs = handoffs.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("nc-core-{id}"))
             .io_memory(platform::IO_MEMORY)
-            .spawn(move || run_core(id, node, mesh, report))
+            .spawn(move || run_core(id, node, mesh, handoffs, report))
             .map_err(|e| StartupError::Executor {
                 core: id,
                 message: format!(
@@ -241,7 +263,8 @@ fn install_signal_handler(
 async fn run_core(
     id: usize,
     node: NodeShared,
-    mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
+    mesh: MeshBuilder<Envelope, Full>,
+    handoffs: MeshBuilder<Handoff, Full>,
     report: crossbeam_channel::Sender<StartReport>,
 ) {
     let NodeShared {
@@ -260,6 +283,16 @@ async fn run_core(
             return;
         }
     };
+    let (handoff_senders, mut handoff_receivers) = match handoffs.join().await {
+        Ok(joined) => joined,
+        Err(_) => {
+            let _ = report.send(Err(StartupError::Executor {
+                core: id,
+                message: "could not join the connection handoff mesh".into(),
+            }));
+            return;
+        }
+    };
     let core = Core::new(
         id,
         config.clone(),
@@ -268,6 +301,9 @@ async fn run_core(
         board,
         control,
     );
+    // This core's peer connections announce this core's id: the home core
+    // at the peer of every key this core forwards (equal core counts).
+    core.peers.set_local_core(id);
 
     // Serve ops from every other core for as long as any core may send.
     let mut mesh_tasks = Vec::new();
@@ -279,6 +315,15 @@ async fn run_core(
             }
         }));
     }
+    for (_, mut stream) in handoff_receivers.streams() {
+        let core = core.clone();
+        mesh_tasks.push(glommio::spawn_local(async move {
+            while let Some(handoff) = stream.next().await {
+                adopt_connection(&core, handoff);
+            }
+        }));
+    }
+    let handoff_senders = Rc::new(handoff_senders);
 
     let listener = match bind_shared(config.http_addr()) {
         Ok(l) => l,
@@ -313,7 +358,7 @@ async fn run_core(
     let grpc_accept = glommio::spawn_local(accept_loop(
         core.clone(),
         grpc_listener,
-        Port::Grpc,
+        Port::Grpc(handoff_senders),
         accept_warnings.clone(),
     ));
     let housekeeping = glommio::spawn_local(housekeeping(core.clone(), [listener_fd, grpc_fd]));
@@ -347,20 +392,106 @@ async fn run_core(
     }
 }
 
-/// Which listener an accept loop serves.
-#[derive(Debug, Clone, Copy)]
+/// Which listener an accept loop serves; the gRPC one can hand peer
+/// connections to the other cores.
 enum Port {
     Http,
-    Grpc,
+    Grpc(Rc<Senders<Handoff>>),
 }
 
 impl Port {
-    fn name(self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
             Port::Http => "http",
-            Port::Grpc => "grpc",
+            Port::Grpc(_) => "grpc",
         }
     }
+}
+
+/// Serves a gRPC connection this core accepted: on the core its first
+/// bytes announce, if that is another core of this node, else here.
+///
+/// The first bytes come from an untrusted client: waiting for them is
+/// bounded by `--header-timeout` (as the HTTP/2 preface is), a connection
+/// that sends nothing in that time is closed, and an announcement of a
+/// core this node does not have is served here like any client.
+async fn serve_grpc(core: Rc<Core>, mut stream: TcpStream, handoffs: Rc<Senders<Handoff>>) {
+    let opening = read_opening(&mut stream, core.config.header_timeout()).await;
+    let (target, read) = match opening {
+        Opening::Gone => return,
+        Opening::Plain { read } => (None, read),
+        Opening::Announced { core: target, rest } => (Some(usize::from(target)), rest),
+    };
+    let Some(target) = target else {
+        return serve_grpc_connection_after(core, stream, read).await;
+    };
+    if target == core.id {
+        core.metrics.record_announcement(Announcement::Here);
+        return serve_grpc_connection_after(core, stream, read).await;
+    }
+    if target >= core.cores {
+        debug!(
+            core = core.id,
+            target, "peer connection announced a core this node does not have; serving it here"
+        );
+        core.metrics.record_announcement(Announcement::Refused);
+        return serve_grpc_connection_after(core, stream, read).await;
+    }
+    // SAFETY: the fd is the open socket `stream` owns, alive for this call.
+    let duplicate = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
+    let handoff = match duplicate {
+        // A copy of the bytes: a failed send does not give them back.
+        Ok(socket) => Handoff {
+            socket,
+            rest: read.clone(),
+        },
+        Err(e) => {
+            debug!(
+                core = core.id,
+                "cannot duplicate a peer socket ({e}); serving it here"
+            );
+            core.metrics.record_announcement(Announcement::Refused);
+            return serve_grpc_connection_after(core, stream, read).await;
+        }
+    };
+    match handoffs.try_send_to(target, handoff) {
+        Ok(()) => {
+            // The target core owns the socket now (through the duplicate);
+            // dropping `stream` closes only this core's fd.
+            core.metrics.record_announcement(Announcement::HandedOff);
+        }
+        Err(e) => {
+            // The channel is full or closed; the duplicate fd went with it.
+            debug!(
+                core = core.id,
+                target, "cannot hand a peer connection over ({e}); serving it here"
+            );
+            core.metrics.record_announcement(Announcement::Refused);
+            serve_grpc_connection_after(core, stream, read).await;
+        }
+    }
+}
+
+/// Takes over a peer connection another core accepted for this one.
+fn adopt_connection(core: &Rc<Core>, handoff: Handoff) {
+    let Handoff { socket, rest } = handoff;
+    if core.lifecycle.is_closing() {
+        return;
+    }
+    // Counted against this core's share of --max-connections like one it
+    // accepted itself (the accepting core has let go of its place).
+    let Some(permit) = core.try_admit_connection() else {
+        return;
+    };
+    // SAFETY: `socket` is an open, connected TCP socket whose only owner
+    // was the handoff; the glommio stream takes that ownership over.
+    let stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
+    let core = core.clone();
+    glommio::spawn_local(async move {
+        serve_grpc_connection_after(core, stream, rest).await;
+        drop(permit);
+    })
+    .detach();
 }
 
 /// One core's accept loop for one port, until the listener is shut down.
@@ -394,17 +525,20 @@ async fn accept_loop(
                     glommio::spawn_local(fault::panic_in_a_task(core.id)).detach();
                 }
                 let task_core = core.clone();
-                match port {
+                match &port {
                     Port::Http => glommio::spawn_local(async move {
                         serve_connection(task_core, stream).await;
                         drop(permit);
                     })
                     .detach(),
-                    Port::Grpc => glommio::spawn_local(async move {
-                        crate::api::grpc::serve_grpc_connection(task_core, stream).await;
-                        drop(permit);
-                    })
-                    .detach(),
+                    Port::Grpc(handoffs) => {
+                        let handoffs = handoffs.clone();
+                        glommio::spawn_local(async move {
+                            serve_grpc(task_core, stream, handoffs).await;
+                            drop(permit);
+                        })
+                        .detach()
+                    }
                 };
             }
             Err(e) => {

@@ -931,9 +931,23 @@ impl ClusterNode {
 /// [`ClusterNode::spec_with`]), e.g. `&["--cores", "1", "--origin", url]`;
 /// the whole set is started again on new ports if one was taken meanwhile.
 pub fn start_static_nodes_with(names: &[&str], extra: &[&str]) -> Vec<ClusterNode> {
+    start_static_nodes_listed(names, extra, ClusterNode::peer_entry)
+}
+
+/// [`start_static_nodes_with`] whose `--peers` entries also give each
+/// node's core count (`name=http/grpc@2`, the harness's `--cores 2`).
+pub fn start_static_nodes_with_cores(names: &[&str], extra: &[&str]) -> Vec<ClusterNode> {
+    start_static_nodes_listed(names, extra, |node| format!("{}@2", node.peer_entry()))
+}
+
+fn start_static_nodes_listed(
+    names: &[&str],
+    extra: &[&str],
+    entry: impl Fn(&ClusterNode) -> String,
+) -> Vec<ClusterNode> {
     for _ in 0..5 {
         let mut nodes: Vec<ClusterNode> = names.iter().map(|name| static_node(name, "")).collect();
-        let entries: Vec<String> = nodes.iter().map(ClusterNode::peer_entry).collect();
+        let entries: Vec<String> = nodes.iter().map(&entry).collect();
         for (i, node) in nodes.iter_mut().enumerate() {
             let peers: Vec<&str> = entries
                 .iter()
