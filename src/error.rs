@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use crate::auth::AuthError;
 use crate::control::ControlError;
+use crate::grpc::reason::{Reason, ReasonCode};
 use crate::grpc::status::{Code, Status};
 use crate::ops::Reply;
 
@@ -211,7 +212,55 @@ impl ApiError {
 /// and the HTTP one refuse the same input for the same reason.
 impl From<&ApiError> for Status {
     fn from(err: &ApiError) -> Status {
-        Status::new(err.grpc_code(), err.to_string())
+        Status {
+            code: err.grpc_code(),
+            message: err.to_string(),
+            reason: err.reason(),
+        }
+    }
+}
+
+impl ApiError {
+    /// The machine-readable reason another node of ours needs to answer
+    /// its own client with this same error (see `grpc::reason`); `None`
+    /// for errors the gRPC code already says everything about.
+    pub fn reason(&self) -> Option<Reason> {
+        let reason = |code, node: Option<&str>, detail: &str| Some(Reason::new(code, node, detail));
+        match self {
+            ApiError::Draining => reason(ReasonCode::Draining, None, ""),
+            ApiError::EntryTooLarge(detail) => reason(ReasonCode::EntryTooLarge, None, detail),
+            ApiError::Origin(detail) => reason(ReasonCode::OriginFailed, None, detail),
+            ApiError::ReplicaNotUpdated {
+                peer,
+                reason: detail,
+            } => reason(ReasonCode::ReplicaNotUpdated, Some(peer), detail),
+            ApiError::OwnerUnavailable {
+                peer,
+                reason: detail,
+            } => reason(ReasonCode::OwnerUnavailable, Some(peer), detail),
+            _ => None,
+        }
+    }
+
+    /// The error a peer's reason stands for, as this node's own client must
+    /// hear it: the inverse of [`ApiError::reason`]. `peer` names the node
+    /// that answered, for reasons that name no node of their own.
+    pub fn from_reason(reason: Reason, peer: &str) -> ApiError {
+        let Reason { code, node, detail } = reason;
+        let node = node.unwrap_or_else(|| peer.to_owned());
+        match code {
+            ReasonCode::Draining => ApiError::Draining,
+            ReasonCode::EntryTooLarge => ApiError::EntryTooLarge(detail),
+            ReasonCode::OriginFailed => ApiError::Origin(detail),
+            ReasonCode::ReplicaNotUpdated => ApiError::ReplicaNotUpdated {
+                peer: node,
+                reason: detail,
+            },
+            ReasonCode::OwnerUnavailable => ApiError::OwnerUnavailable {
+                peer: node,
+                reason: detail,
+            },
+        }
     }
 }
 
@@ -347,5 +396,31 @@ mod tests {
             assert_eq!(status.code, code, "{err:?}");
             assert_eq!(status.message, err.to_string());
         }
+    }
+
+    #[test]
+    fn errors_that_cross_nodes_come_back_as_themselves() {
+        let errors = [
+            ApiError::Draining,
+            ApiError::EntryTooLarge("12 MiB over a 8 MiB shard".into()),
+            ApiError::Origin("origin 127.0.0.1:9 answered 500".into()),
+            ApiError::ReplicaNotUpdated {
+                peer: "c".into(),
+                reason: "did not answer within 300ms".into(),
+            },
+            ApiError::OwnerUnavailable {
+                peer: "d".into(),
+                reason: "connection refused".into(),
+            },
+        ];
+        for err in errors {
+            let status = Status::from(&err);
+            let reason = status.reason.clone().expect("a reason");
+            let back = ApiError::from_reason(reason, "b");
+            assert_eq!(back, err);
+            assert_eq!(back.status(), err.status());
+            assert_eq!(Status::from(&back).message, status.message);
+        }
+        assert_eq!(Status::from(&ApiError::MissingKey).reason, None);
     }
 }

@@ -10,6 +10,8 @@
 //!   refuses an oversized message from its prefix alone.
 //! - [`status`]: the grpc-status codes and the percent-encoding of
 //!   `grpc-message` (which error gets which code is `crate::error`'s).
+//! - [`reason`]: the machine-readable reason of a failure, in trailers
+//!   beside `grpc-status`, so errors cross nodes typed.
 //! - [`timeout`]: the `grpc-timeout` header (`<= 8 digits` + `H M S m u n`).
 //! - [`cache`]: the `nexuscache.v1.Cache` methods: request decoding and
 //!   validation into an [`crate::ops::Op`], reply encoding, and the client
@@ -18,6 +20,7 @@
 //!   fields.
 //! - [`budget`]: the per-connection and per-core budgets for the bytes of
 //!   partly received messages.
+//! - [`h2_settings`]: the HTTP/2 windows and limits both ends use.
 //! - [`io`]: an adapter from `futures-io` streams (glommio's) to the
 //!   `tokio::io` traits that `h2` is written against.
 //!
@@ -26,7 +29,9 @@
 pub mod budget;
 pub mod cache;
 pub mod frame;
+pub mod h2_settings;
 pub mod io;
+pub mod reason;
 pub mod status;
 pub mod timeout;
 pub mod wire;

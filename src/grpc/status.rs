@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use super::reason::Reason;
+
 /// The canonical gRPC status codes (grpc/grpc `doc/statuscodes.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -124,6 +126,9 @@ impl fmt::Display for Code {
 pub struct Status {
     pub code: Code,
     pub message: String,
+    /// The machine-readable reason sent beside the code, for our own
+    /// nodes (see [`super::reason`]).
+    pub reason: Option<Reason>,
 }
 
 impl Status {
@@ -131,6 +136,7 @@ impl Status {
         Status {
             code,
             message: message.into(),
+            reason: None,
         }
     }
 
