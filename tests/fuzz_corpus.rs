@@ -108,3 +108,8 @@ fn grpc_messages_corpus() {
 fn origin_response_corpus() {
     replay("origin_response");
 }
+
+#[test]
+fn resp_parse_corpus() {
+    replay("resp_parse");
+}

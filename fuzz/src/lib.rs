@@ -20,6 +20,7 @@ use nexuscache::grpc::cache::{self, Method};
 use nexuscache::grpc::frame::{self, FrameError, UnaryDecoder};
 use nexuscache::ops::{Op, ReplicaUpdate};
 use nexuscache::origin::response::{self as origin, Bad, Body, Parsed};
+use nexuscache::resp::{self, Command as RespCommand, CommandLimits, RequestParser};
 
 /// The checks of one target: panics on a broken invariant.
 pub type Check = fn(&[u8]);
@@ -34,6 +35,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("grpc_frame", grpc_frame),
     ("grpc_messages", grpc_messages),
     ("origin_response", origin_response),
+    ("resp_parse", resp_parse),
 ];
 
 /// Tiny limits reach the "too large" paths with short inputs; the defaults
@@ -487,6 +489,210 @@ pub fn origin_response(data: &[u8]) {
             let value = body.into_bytes(data);
             assert!(value.len() as u64 <= limit);
         }
+    }
+}
+
+/// RESP framing limits: tiny ones reach the refusals with short inputs,
+/// the defaults are what nodes run with; each also before authentication.
+const RESP_LIMITS: [resp::Limits; 4] = [
+    resp::Limits {
+        max_bulk_bytes: 16,
+        max_args: 8,
+        authenticated: true,
+    },
+    resp::Limits {
+        max_bulk_bytes: 16,
+        max_args: 8,
+        authenticated: false,
+    },
+    resp::Limits {
+        max_bulk_bytes: 1 << 20,
+        max_args: resp::parse::MAX_ARGS,
+        authenticated: true,
+    },
+    resp::Limits {
+        max_bulk_bytes: 1 << 20,
+        max_args: resp::parse::MAX_ARGS,
+        authenticated: false,
+    },
+];
+
+const RESP_COMMAND_LIMITS: [CommandLimits; 2] = [
+    CommandLimits {
+        max_key_bytes: 8,
+        max_value_bytes: 16,
+    },
+    CommandLimits {
+        max_key_bytes: 250,
+        max_value_bytes: 1 << 20,
+    },
+];
+
+/// What a RESP connection makes of a byte stream: the requests it split
+/// off, then how it stopped (waiting for more, or a protocol error), and
+/// how many bytes it consumed.
+type RespOutcome = (
+    Vec<Vec<Bytes>>,
+    Result<resp::Parsed, resp::ProtocolError>,
+    usize,
+);
+
+/// RESP requests, pipelined, as the connection reads them (multibulk and
+/// inline), then the typed command parse of each. Checks: no panic;
+/// consumed <= input; argument counts and bulk lengths within the limits;
+/// the same requests and the same ending whatever the read sizes; a
+/// request re-encoded as multibulk parses back to the same arguments; a
+/// command written back with `to_args` parses to the same command; errors
+/// are one line.
+pub fn resp_parse(data: &[u8]) {
+    for limits in &RESP_LIMITS {
+        let whole = resp_in_reads(data, data.len().max(1), limits);
+        let (requests, ending, consumed) = &whole;
+        assert!(
+            *consumed <= data.len(),
+            "consumed {consumed} of {}",
+            data.len()
+        );
+        match ending {
+            Ok(resp::Parsed::Incomplete { needed }) => {
+                if let Some(needed) = needed {
+                    assert!(*needed > 0);
+                    assert!(*needed as u64 <= limits.max_bulk_bytes + 2, "{needed}");
+                }
+            }
+            Ok(resp::Parsed::Request(_)) => panic!("a request left in the ending"),
+            Err(e) => {
+                assert!(e.closes_connection());
+                check_one_line(&e.to_string());
+            }
+        }
+        for args in requests {
+            check_resp_request(args, limits);
+        }
+        // Reads of a few bytes: the parser resumes where it stopped.
+        let steps: &[usize] = if data.len() <= 512 {
+            &[1, 7, 64]
+        } else {
+            &[61, 509]
+        };
+        for &step in steps {
+            let split = resp_in_reads(data, step, limits);
+            assert_eq!(split, whole, "reads of {step} bytes");
+        }
+    }
+}
+
+fn resp_in_reads(data: &[u8], step: usize, limits: &resp::Limits) -> RespOutcome {
+    let mut parser = RequestParser::new();
+    let mut buf = bytes::BytesMut::new();
+    let mut requests = Vec::new();
+    let mut fed = 0;
+    loop {
+        match parser.parse(&mut buf, limits) {
+            Ok(resp::Parsed::Request(args)) => requests.push(args),
+            Ok(resp::Parsed::Incomplete { .. }) if fed < data.len() => {
+                let end = (fed + step).min(data.len());
+                buf.extend_from_slice(&data[fed..end]);
+                fed = end;
+            }
+            ending => {
+                let consumed = fed - buf.len();
+                return (requests, ending, consumed);
+            }
+        }
+    }
+}
+
+fn check_resp_request(args: &[Bytes], limits: &resp::Limits) {
+    assert!(!args.is_empty(), "an empty request was returned");
+    let (max_args, max_bulk) = if limits.authenticated {
+        (limits.max_args, limits.max_bulk_bytes)
+    } else {
+        (
+            limits.max_args.min(resp::parse::UNAUTHENTICATED_MAX_ARGS),
+            limits
+                .max_bulk_bytes
+                .min(resp::parse::UNAUTHENTICATED_MAX_BULK),
+        )
+    };
+    // Inline requests are bounded by their line instead.
+    let inline_bound = resp::parse::MAX_INLINE_BYTES as u64;
+    assert!(args.len() <= max_args.max(resp::parse::MAX_INLINE_BYTES / 2 + 1));
+    for arg in args {
+        assert!(arg.len() as u64 <= max_bulk.max(inline_bound));
+    }
+    // Re-encoded as multibulk, the request parses back alone and whole.
+    let mut wire = bytes::BytesMut::new();
+    resp::encode_request(args, &mut wire);
+    let wire_len = wire.len();
+    let generous = resp::Limits::new(u64::MAX);
+    let again = RequestParser::new().parse(&mut wire, &generous);
+    assert_eq!(
+        again,
+        Ok(resp::Parsed::Request(args.to_vec())),
+        "re-encoded"
+    );
+    assert!(wire.is_empty(), "{} of {wire_len} bytes left", wire.len());
+
+    for limits in &RESP_COMMAND_LIMITS {
+        match RespCommand::parse(args, limits) {
+            Ok(command) => {
+                let canonical = command.to_args();
+                let reparsed = RespCommand::parse(&canonical, limits);
+                assert_eq!(reparsed.as_ref(), Ok(&command), "to_args {canonical:?}");
+                assert!(resp::table::lookup_full_name(command.name().as_bytes()).is_some());
+                check_resp_command(&command, limits);
+            }
+            Err(e) => {
+                check_one_line(&e.to_string());
+                assert_eq!(e.closes_connection(), !e.replies());
+            }
+        }
+    }
+}
+
+fn check_resp_command(command: &RespCommand, limits: &CommandLimits) {
+    use nexuscache::resp::command::Expiry;
+    let key_ok = |key: &[u8]| !key.is_empty() && key.len() <= limits.max_key_bytes;
+    let value_ok = |value: &[u8]| value.len() as u64 <= limits.max_value_bytes;
+    let expiry_ok = |expiry: &Option<Expiry>| match expiry {
+        Some(Expiry::Ex(n) | Expiry::ExAt(n)) => *n > 0 && *n <= i64::MAX as u64 / 1000,
+        Some(Expiry::Px(n) | Expiry::PxAt(n)) => *n > 0 && *n <= i64::MAX as u64,
+        _ => true,
+    };
+    match command {
+        RespCommand::Set {
+            key, value, expiry, ..
+        }
+        | RespCommand::SetHot { key, value, expiry } => {
+            assert!(key_ok(key) && value_ok(value) && expiry_ok(expiry));
+            assert!(!matches!(expiry, Some(Expiry::Persist)));
+        }
+        RespCommand::GetEx { key, expiry } => {
+            assert!(key_ok(key) && expiry_ok(expiry));
+            assert!(!matches!(expiry, Some(Expiry::KeepTtl)));
+        }
+        RespCommand::MSet { pairs } => {
+            assert!(!pairs.is_empty());
+            assert!(pairs.iter().all(|(k, v)| key_ok(k) && value_ok(v)));
+        }
+        RespCommand::MGet { keys } | RespCommand::Del { keys } | RespCommand::Exists { keys } => {
+            assert!(!keys.is_empty() && keys.iter().all(|k| key_ok(k)));
+        }
+        RespCommand::Get { key }
+        | RespCommand::GetDel { key }
+        | RespCommand::StrLen { key }
+        | RespCommand::Type { key }
+        | RespCommand::Ttl { key, .. }
+        | RespCommand::Persist { key }
+        | RespCommand::Owner { key }
+        | RespCommand::IncrBy { key, .. }
+        | RespCommand::Expire { key, .. } => assert!(key_ok(key)),
+        RespCommand::SetNx { key, value } | RespCommand::Append { key, value } => {
+            assert!(key_ok(key) && value_ok(value))
+        }
+        // Connection and server commands carry nothing sized.
+        _ => {}
     }
 }
 
