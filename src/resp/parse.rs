@@ -103,13 +103,14 @@ impl ProtocolError {
 }
 
 /// How a byte that broke the framing is shown in the one-line error:
-/// itself when printable, else `?` (Redis sends the raw byte, which can
-/// be a CR or LF inside an error line).
+/// itself when printable, a space for CR or LF (as Redis maps them), `?`
+/// for any other byte (Redis sends it raw, which need not be UTF-8).
 fn printable(byte: u8) -> char {
-    if byte.is_ascii_graphic() || byte == b' ' {
-        char::from(byte)
-    } else {
-        '?'
+    match byte {
+        b'\r' | b'\n' => ' ',
+        b' ' => ' ',
+        _ if byte.is_ascii_graphic() => char::from(byte),
+        _ => '?',
     }
 }
 
@@ -204,8 +205,11 @@ impl RequestParser {
                     // Only the first MAX_INLINE_BYTES + 1 bytes can hold the
                     // `\n` of an acceptable line; earlier reads were searched.
                     let window = buf.len().min(MAX_INLINE_BYTES + 1);
-                    let found = buf[*searched..window].iter().position(|&b| b == b'\n');
-                    let Some(at) = found.map(|i| *searched + i) else {
+                    // (`min`: a caller that shrank the buffer gets a rescan,
+                    // not a panic.)
+                    let from = (*searched).min(window);
+                    let found = buf[from..window].iter().position(|&b| b == b'\n');
+                    let Some(at) = found.map(|i| from + i) else {
                         if buf.len() > MAX_INLINE_BYTES {
                             return Err(ProtocolError::InlineTooBig);
                         }
@@ -610,6 +614,10 @@ mod tests {
         );
         assert_eq!(
             ProtocolError::ExpectedBulk(b'\r').to_string(),
+            "ERR Protocol error: expected '$', got ' '"
+        );
+        assert_eq!(
+            ProtocolError::ExpectedBulk(0xff).to_string(),
             "ERR Protocol error: expected '$', got '?'"
         );
         assert_eq!(

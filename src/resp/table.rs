@@ -1202,6 +1202,16 @@ pub fn help_lines(container: &str) -> &'static [&'static str] {
     }
 }
 
+/// The reply of `CLIENT HELP`, `COMMAND HELP`, `CONFIG HELP`: an array of
+/// simple strings, as Redis answers.
+pub fn write_help<B: BufMut>(w: &mut ReplyWriter<'_, B>, container: &str) {
+    let lines = help_lines(container);
+    w.array(lines.len());
+    for line in lines {
+        w.simple(line.as_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1322,6 +1332,21 @@ mod tests {
             text.contains("$11\r\nsubcommands\r\n%6\r\n$14\r\nclient|setname\r\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_container_has_help() {
+        for spec in COMMANDS.iter().filter(|s| !s.subcommands.is_empty()) {
+            let mut out = Vec::new();
+            write_help(&mut ReplyWriter::new(&mut out, Protocol::Resp2), spec.name);
+            let first = format!("+{} <subcommand>", spec.name.to_ascii_uppercase());
+            assert!(
+                String::from_utf8_lossy(&out).contains(&first),
+                "{}",
+                spec.name
+            );
+            assert!(skip_value(&out).is_empty());
+        }
     }
 
     /// Every reply these functions write is well-formed RESP: counted
