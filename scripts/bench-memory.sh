@@ -144,7 +144,7 @@ for value_size in "${sizes[@]}"; do
     nc_evicted="$(msum nexuscache_evictions_total)"
     version="$("$nc_bin" --version 2>/dev/null | head -n1 || echo nexuscache)"
     printf '%s\tnexuscache\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$value_size" "$version" "$nc_items" "$empty" "$loaded" "$nc_size" \
-        "nexuscache_cache_size_bytes (key + value + 118 per entry)" "$load_s" "evictions $nc_evicted" >>"$results"
+        "nexuscache_cache_size_bytes (key + value + 21 per entry, +8 with a TTL, +88 above 4 KiB)" "$load_s" "evictions $nc_evicted" >>"$results"
     stop_pid "$pid" 15 || warn "nexuscache did not exit 0 after SIGTERM"
     ((nc_items == items && nc_evicted == 0)) ||
         die "nexuscache holds $nc_items items (expected $items), $nc_evicted evicted"
