@@ -37,6 +37,14 @@ const CONNECTION_WINDOW: u32 = 4 << 20;
 /// Largest response header block we accept.
 const MAX_HEADER_LIST: u32 = 16 << 10;
 
+/// How long a client connects without the home-core announcement after an
+/// announced connection ended before any answer: a node from before
+/// announcements takes the announcement for a broken HTTP/2 preface and
+/// drops the connection, so during a rolling upgrade the new nodes reach
+/// it plainly (at one failed call per this period and core) and try again
+/// afterwards.
+const PLAIN_AFTER_SILENT_ANNOUNCEMENT: Duration = Duration::from_secs(60);
+
 /// A cheap, clonable handle to one core's connection to one peer node.
 /// Clones share the connection. Not `Send`: it belongs to its core.
 #[derive(Clone)]
@@ -49,6 +57,14 @@ struct Inner {
     /// The core of the peer this connection announces itself for (see
     /// [`super::announce`]); `None` sends plain HTTP/2.
     home_core: Option<u16>,
+    /// Connect without the announcement until then: the last announced
+    /// connection ended before the peer answered anything on it (see
+    /// [`PLAIN_AFTER_SILENT_ANNOUNCEMENT`]).
+    plain_until: Cell<Option<Instant>>,
+    /// The connection generation that carried an announcement, and the
+    /// latest one the peer answered a call on.
+    announced_generation: Cell<u64>,
+    answered_generation: Cell<u64>,
     config: PeerConfig,
     /// The URI of each method, in `Method::ALL` order.
     uris: [Uri; 4],
@@ -246,6 +262,9 @@ impl PeerClient {
             inner: Rc::new(Inner {
                 addr,
                 home_core,
+                plain_until: Cell::new(None),
+                announced_generation: Cell::new(0),
+                answered_generation: Cell::new(0),
                 uris: Method::ALL.map(uri),
                 grpc_timeouts,
                 config,
@@ -368,7 +387,11 @@ impl PeerClient {
                 Timer::new(left).await;
                 Err(Failure::TimedOut)
             };
-            match future::or(exchange, timer).await {
+            let outcome = future::or(exchange, timer).await;
+            if matches!(outcome, Ok(_) | Err(Failure::Peer(_))) {
+                self.inner.answered_generation.set(generation);
+            }
+            match outcome {
                 Ok(message) => return Ok(message),
                 Err(Failure::Peer(e)) => return Err(e),
                 Err(Failure::TimedOut) => {
@@ -420,6 +443,12 @@ impl PeerClient {
 
     async fn connect(&self) -> Result<(SendRequest<Bytes>, u64), PeerError> {
         let addr = self.inner.addr;
+        let announce = self.inner.home_core.filter(|_| {
+            self.inner
+                .plain_until
+                .get()
+                .is_none_or(|until| Instant::now() >= until)
+        });
         let limit = self.inner.config.connect_timeout;
         let timed_out = PeerError::ConnectTimeout { addr, after: limit };
         let attempt = async {
@@ -435,7 +464,7 @@ impl PeerClient {
             })?;
             let _ = stream.set_nodelay(true);
             let mut stream = stream;
-            if let Some(core) = self.inner.home_core {
+            if let Some(core) = announce {
                 // Before the HTTP/2 preface, within the connect time limit.
                 stream
                     .write_all(&super::announce::announcement(core))
@@ -467,6 +496,9 @@ impl PeerClient {
 
         let generation = self.inner.generation.get() + 1;
         self.inner.generation.set(generation);
+        if announce.is_some() {
+            self.inner.announced_generation.set(generation);
+        }
         // The connection does its I/O only while polled: a task of its own
         // drives it for as long as it lives (or until told to drop it), and
         // reports when it ends.
@@ -767,6 +799,18 @@ impl Inner {
         let mut state = self.state.borrow_mut();
         if matches!(*state, State::Ready { generation: g, .. } if g == generation) {
             *state = State::Idle;
+            if self.announced_generation.get() == generation
+                && self.answered_generation.get() != generation
+            {
+                debug!(
+                    peer = %self.addr,
+                    "announced connection ended before any answer (a node from before \
+                     home-core announcements?); connecting without it for \
+                     {PLAIN_AFTER_SILENT_ANNOUNCEMENT:?}"
+                );
+                self.plain_until
+                    .set(Some(Instant::now() + PLAIN_AFTER_SILENT_ANNOUNCEMENT));
+            }
         }
     }
 }
@@ -1223,6 +1267,38 @@ mod tests {
                 Some((Bytes::from_static(b"v"), false))
             );
             assert_eq!(server.accepted.get(), 2);
+        });
+    }
+
+    /// A node from before home-core announcements (it serves HTTP/2 only,
+    /// like `testing::Server`) drops an announced connection as a bad
+    /// preface: the client falls back to plain HTTP/2 at once.
+    #[test]
+    fn a_peer_that_does_not_understand_announcements_is_reached_plainly() {
+        testing::run(|| async {
+            let server = Server::start(testing::core("1KiB").await);
+            let peer = PeerClient::on_core(server.addr, 1, config(2000, 100));
+            let mut failed = 0;
+            let mut stored = false;
+            for _ in 0..3 {
+                match peer.set(b"k", Bytes::from_static(b"v"), 0, false).await {
+                    Ok(()) => {
+                        stored = true;
+                        break;
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        assert!(!e.peer_is_down(), "{e}");
+                    }
+                }
+            }
+            assert!(stored, "never reached the peer");
+            assert!(failed <= 1, "{failed} calls failed before the fallback");
+            assert_eq!(
+                peer.get(b"k").await.unwrap().map(|h| h.value),
+                Some(Bytes::from_static(b"v"))
+            );
+            assert!(peer.inner.plain_until.get().is_some());
         });
     }
 
