@@ -3,7 +3,7 @@
 #
 #   scripts/bench-cpu.sh [--rate N] [--duration SECONDS] [--warmup SECONDS]
 #                        [--rounds N] [--keys N] [--value-size BYTES]
-#                        [--connections N] [--no-build]
+#                        [--connections N] [--counts] [--no-build]
 #
 #   --rate N          open-loop GETs per second (default 30000)
 #   --duration S      measured window per row and round (default 10)
