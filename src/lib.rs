@@ -28,8 +28,6 @@ pub mod engine;
 pub mod error;
 /// The gRPC wire format (framing, statuses, timeouts, Cache messages); no I/O.
 pub mod grpc;
-/// Hot copies, singleflight and per-key update order: the pure bookkeeping.
-pub mod hot;
 /// Per-core counters merged at scrape into Prometheus text.
 pub mod metrics;
 /// The messages that cross cores.

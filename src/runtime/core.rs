@@ -1,5 +1,6 @@
-//! One data core: its shard, hot tier and counters, its senders to the other
-//! cores, and the [`Core::call`] that runs an op wherever the key lives.
+//! One data core: its engine (the per-key policy and the data it holds),
+//! its counters, its senders to the other cores, and the [`Core::call`]
+//! that runs an op wherever the key lives.
 //!
 //! A `Core` lives in an `Rc` on its own executor thread and is never shared
 //! with another thread; other cores reach it only by sending an
@@ -7,10 +8,12 @@
 //!
 //! Every op about a key runs on the key's home core (`core_of(key)`, the
 //! same core on every node), whether the key is owned here or elsewhere:
-//! that core alone holds the key's entry, its hot copy, its in-flight load
-//! and its replica-update queue, so all of them are plain single-threaded
-//! state. The read path is in `reads.rs`, the write and replica path in
-//! `replicas.rs`.
+//! that core's [`Engine`] alone holds the key's entry, its hot copy, its
+//! load in flight and its replica-update queue. The engine decides; this
+//! layer carries its effects out (`reads.rs`: loads from a peer or the
+//! origin; `replicas.rs`: forwarded writes and replica updates) and hands
+//! the results back. An op whose answer comes later waits on a oneshot
+//! registered under the engine's token for it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -23,23 +26,17 @@ use std::time::Instant;
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
 
-use super::reads::{Loaded, ReadWork};
-use super::replicas::WriteWork;
 use crate::api::http::route::Limits;
 use crate::config::Config;
 use crate::control::{ControlClient, RingBoard};
-use crate::hot::{AutoHot, Flights, KeyLocks};
-use crate::metrics::{CoreMetrics, CoreSnapshot, OpKind, PeerOutcome};
+use crate::engine::{Effect, Engine, RingFacts, Settings, Token};
+use crate::metrics::{CopyKind, CoreMetrics, CoreSnapshot, OpKind, PeerOutcome};
 use crate::ops::{Op, Reply, Scope};
 use crate::origin::OriginClient;
 use crate::peer::{PeerConfig, PeerError, PeerPool, DEFAULT_RECONNECT_BACKOFF};
 use crate::routing::{core_of, NodeId, Ring};
 use crate::runtime::lifecycle::Lifecycle;
-use crate::store::{Shard, ShardStats, TtlJitter};
-
-/// Most distinct remote keys the auto-hot detector tracks per core and
-/// second.
-const AUTO_HOT_TRACKED_KEYS: usize = 10_000;
+use crate::store::ShardStats;
 
 fn peer_outcome(err: &PeerError) -> PeerOutcome {
     match err {
@@ -62,14 +59,6 @@ pub struct Envelope {
     pub op: Op,
     pub scope: Scope,
     pub reply: oneshot::Sender<Reply>,
-}
-
-/// What the home core made of an op: answered at once, or work that needs
-/// the network (a peer, the origin, replica updates) and finishes later.
-pub enum Step {
-    Done(Reply),
-    Read(ReadWork),
-    Write(WriteWork),
 }
 
 /// This core's view of the cluster: an immutable ring snapshot plus what
@@ -104,6 +93,23 @@ impl RingView {
             ring,
         }
     }
+
+    /// The index of the member called `name`, if it is one.
+    pub(super) fn position(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| &**n == name)
+    }
+}
+
+impl RingFacts for RingView {
+    fn owner_of(&self, key: &[u8]) -> Option<usize> {
+        self.ring.owner_index(key)
+    }
+    fn names(&self) -> &[NodeId] {
+        &self.names
+    }
+    fn me(&self) -> Option<usize> {
+        self.me
+    }
 }
 
 pub struct Core {
@@ -118,19 +124,13 @@ pub struct Core {
     connection_budget: u64,
     pub metrics: CoreMetrics,
     pub lifecycle: Arc<Lifecycle>,
-    pub(super) shard: RefCell<Shard>,
-    /// Copies of keys other nodes own: pushed replicas of hot keys and
-    /// automatic copies of keys read often through this node.
-    pub(super) hot: RefCell<Shard>,
-    pub(super) hot_enabled: bool,
-    /// Keys the origin answered 404 for, while `--negative-ttl` lasts.
-    pub(super) negative: RefCell<Shard>,
-    pub(super) auto_hot: RefCell<AutoHot>,
-    pub(super) flights: RefCell<Flights<Loaded>>,
-    pub(super) key_locks: RefCell<KeyLocks>,
+    /// The keys of this core and the rules about them; borrowed only for
+    /// one synchronous call at a time, never across an await.
+    engine: RefCell<Engine>,
+    /// Ops the engine answers later, by the token it knows them by.
+    waiters: RefCell<HashMap<Token, oneshot::Sender<Reply>>>,
+    next_token: Cell<Token>,
     pub(super) origin: Option<OriginClient>,
-    pub(super) jitter: TtlJitter,
-    pub(super) rng: RefCell<fastrand::Rng>,
     senders: Senders<Envelope>,
     /// Clients to other nodes, one connection per peer on this core.
     pub(super) peers: PeerPool,
@@ -192,19 +192,11 @@ impl Core {
                 config.max_value_bytes,
             )
         });
-        // The negative cache holds keys only: a small fraction suffices.
-        let negative_capacity = (config.shard_capacity() / 64).max(4096);
         Rc::new_cyclic(|this| Core {
             this: this.clone(),
-            hot: RefCell::new(Shard::new(config.hot_capacity())),
-            hot_enabled: config.hot_capacity() > 0,
-            negative: RefCell::new(Shard::new(negative_capacity)),
-            auto_hot: RefCell::new(AutoHot::new(
-                config.hot_auto_threshold,
-                AUTO_HOT_TRACKED_KEYS,
-            )),
-            flights: RefCell::new(Flights::default()),
-            key_locks: RefCell::new(KeyLocks::default()),
+            engine: RefCell::new(Engine::new(Settings::from_config(&config))),
+            waiters: RefCell::new(HashMap::new()),
+            next_token: Cell::new(0),
             origin,
             peers,
             board,
@@ -216,9 +208,6 @@ impl Core {
             connection_budget: config.connection_memory_per_core(),
             limits,
             metrics,
-            shard: RefCell::new(Shard::new(config.shard_capacity()).report_evicted_copies()),
-            jitter: TtlJitter::new(config.ttl_jitter, config.ttl_jitter_max()),
-            rng: RefCell::new(fastrand::Rng::new()),
             senders,
             draining: Cell::new(false),
             connections: RefCell::new(HashMap::new()),
@@ -253,75 +242,157 @@ impl Core {
 
     /// Run an op whose home is this core, to the end.
     pub async fn serve(&self, op: Op, scope: Scope) -> Reply {
-        self.finish(self.start(op, scope)).await
-    }
-
-    async fn finish(&self, step: Step) -> Reply {
-        match step {
-            Step::Done(reply) => reply,
-            Step::Read(work) => self.finish_read(work).await,
-            Step::Write(work) => self.finish_write(work).await,
+        if let Op::Snapshot = op {
+            return self.snapshot();
         }
+        let token = self.next_token();
+        let view = self.ring_view();
+        let mut effects = Vec::new();
+        let answered =
+            self.engine
+                .borrow_mut()
+                .call(token, op, scope, &*view, Instant::now(), &mut effects);
+        self.record_engine_counters();
+        if let Some(reply) = answered {
+            self.carry_out(&view, effects);
+            return reply;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.waiters.borrow_mut().insert(token, reply);
+        self.carry_out(&view, effects);
+        answer.await.unwrap_or(Reply::Unavailable)
     }
 
     /// Serve an op another core sent here: answered at once when possible,
-    /// otherwise in a task of its own, so the mesh receiver never waits on
-    /// the network.
+    /// otherwise the envelope's channel waits for the engine's answer, so
+    /// the mesh receiver never waits on the network.
     pub fn serve_envelope(&self, envelope: Envelope) {
         let Envelope { op, scope, reply } = envelope;
-        let step = match self.start(op, scope) {
-            Step::Done(answer) => {
-                let _ = reply.send(answer);
-                return;
-            }
-            step => step,
-        };
-        let Some(this) = self.this.upgrade() else {
-            let _ = reply.send(Reply::Unavailable);
+        if let Op::Snapshot = op {
+            let _ = reply.send(self.snapshot());
             return;
-        };
-        glommio::spawn_local(async move {
-            let _ = reply.send(this.finish(step).await);
-        })
-        .detach();
+        }
+        let token = self.next_token();
+        let view = self.ring_view();
+        let mut effects = Vec::new();
+        let answered =
+            self.engine
+                .borrow_mut()
+                .call(token, op, scope, &*view, Instant::now(), &mut effects);
+        self.record_engine_counters();
+        match answered {
+            Some(answer) => {
+                let _ = reply.send(answer);
+            }
+            None => {
+                self.waiters.borrow_mut().insert(token, reply);
+            }
+        }
+        self.carry_out(&view, effects);
     }
 
-    /// The first, synchronous part of serving an op on its home core.
-    fn start(&self, op: Op, scope: Scope) -> Step {
-        let now = Instant::now();
-        let remote = match scope {
-            Scope::Cluster => op.key().and_then(|key| self.remote_owner(key)),
-            Scope::Node => None,
-        };
-        match (op, remote) {
-            (Op::Snapshot, _) => Step::Done(self.snapshot()),
-            (Op::Replicate { key, update }, _) => Step::Done(self.apply_replica(key, update, now)),
-            (Op::Get { key, .. }, Some((view, owner))) => {
-                self.start_remote_get(key, view, owner, now)
+    fn next_token(&self) -> Token {
+        let token = self.next_token.get();
+        self.next_token.set(token.wrapping_add(1));
+        token
+    }
+
+    /// Hand a result back to the engine (`step` calls it with the current
+    /// ring view and time) and carry out what it asks for next.
+    pub(super) fn engine_step(
+        &self,
+        step: impl FnOnce(&mut Engine, &dyn RingFacts, Instant, &mut Vec<Effect>),
+    ) {
+        let view = self.ring_view();
+        let mut effects = Vec::new();
+        step(
+            &mut self.engine.borrow_mut(),
+            &*view,
+            Instant::now(),
+            &mut effects,
+        );
+        self.record_engine_counters();
+        self.carry_out(&view, effects);
+    }
+
+    /// Answers go to their waiters now; everything else runs in a task of
+    /// its own (a load or an update outlives the request that started it)
+    /// and reports back through [`Core::engine_step`]. Indices in the
+    /// effects refer to `view`, the view the engine was given.
+    fn carry_out(&self, view: &Rc<RingView>, effects: Vec<Effect>) {
+        for effect in effects {
+            if let Effect::Answer { token, reply } = effect {
+                self.answer(token, reply);
+                continue;
             }
-            (Op::Get { key, keep_copy }, None) => self.start_owner_get(key, keep_copy, now),
-            (op @ (Op::Set { .. } | Op::Delete { .. }), Some((view, owner))) => {
-                self.start_remote_write(op, view, owner)
-            }
-            (
-                Op::Set {
-                    key,
-                    value,
-                    ttl,
-                    hot,
-                },
-                None,
-            ) => self.start_owner_set(key, value, ttl, hot, now),
-            (Op::Delete { key }, None) => self.start_owner_delete(key, now),
+            let Some(this) = self.this.upgrade() else {
+                // Shutting down: the waiters' channels close with the core.
+                return;
+            };
+            let view = Rc::clone(view);
+            glommio::spawn_local(async move { this.run_effect(&view, effect).await }).detach();
         }
     }
 
-    /// The ring view and the owner's index when another node owns `key`.
-    fn remote_owner(&self, key: &[u8]) -> Option<(Rc<RingView>, usize)> {
-        let view = self.ring.borrow().clone();
-        match view.ring.owner_index(key) {
-            Some(owner) if Some(owner) != view.me => Some((view, owner)),
-            _ => None,
+    async fn run_effect(&self, view: &RingView, effect: Effect) {
+        match effect {
+            Effect::Answer { token, reply } => self.answer(token, reply),
+            Effect::LoadFromPeer {
+                load,
+                key,
+                owner,
+                keep_copy,
+            } => {
+                let result = self.load_from_peer(view, owner, key, keep_copy).await;
+                self.engine_step(|engine, view, now, out| {
+                    engine.peer_load_done(load, result, view, now, out)
+                });
+            }
+            Effect::LoadFromOrigin { load, key } => {
+                let result = self.load_from_origin(&key).await;
+                self.engine_step(|engine, view, now, out| {
+                    engine.origin_load_done(load, result, view, now, out)
+                });
+            }
+            Effect::Forward { token, owner, op } => {
+                let reply = self.forward_write(view, owner, op).await;
+                self.answer(token, reply);
+            }
+            Effect::SendUpdates {
+                key,
+                update,
+                targets,
+                strict: _,
+            } => {
+                let outcomes = self.send_update(view, &targets, &key, &update).await;
+                self.engine_step(|engine, view, now, out| {
+                    engine.updates_done(&key, outcomes, view, now, out)
+                });
+            }
+        }
+    }
+
+    fn answer(&self, token: Token, reply: Reply) {
+        // A waiter whose client went away has dropped its receiver.
+        if let Some(waiter) = self.waiters.borrow_mut().remove(&token) {
+            let _ = waiter.send(reply);
+        }
+    }
+
+    /// Add the engine's decisions since the last call to the metrics.
+    fn record_engine_counters(&self) {
+        let counters = self.engine.borrow_mut().take_counters();
+        for _ in 0..counters.singleflight_shared {
+            self.metrics.record_singleflight_shared();
+        }
+        for _ in 0..counters.negative_hits {
+            self.metrics.record_negative_hit();
+        }
+        for _ in 0..counters.auto_copies {
+            self.metrics.record_copy(CopyKind::Auto);
+        }
+        for _ in 0..counters.replica_copies {
+            self.metrics.record_copy(CopyKind::Replica);
         }
     }
 
@@ -332,7 +403,7 @@ impl Core {
         view: &RingView,
         owner: usize,
         op: Op,
-    ) -> Result<Reply, (PeerOutcome, PeerError)> {
+    ) -> Result<Reply, PeerError> {
         let peer = &view.names[owner];
         let op_kind = match op {
             Op::Get { .. } => OpKind::Get,
@@ -357,7 +428,7 @@ impl Core {
             .map_or_else(peer_outcome, |_| PeerOutcome::Ok);
         self.metrics
             .record_peer_request(peer, op_kind, outcome, started.elapsed());
-        result.map_err(|e| (outcome, e))
+        result
     }
 
     /// Adopt the newest ring snapshot if the control thread published one,
@@ -367,9 +438,7 @@ impl Core {
         let epoch = self.board.flush_epoch();
         if epoch != self.flush_epoch.get() {
             self.flush_epoch.set(epoch);
-            let dropped = self.shard.borrow_mut().clear()
-                + self.hot.borrow_mut().clear()
-                + self.negative.borrow_mut().clear();
+            let dropped = self.engine.borrow_mut().clear();
             tracing::warn!(
                 core = self.id,
                 dropped,
@@ -383,7 +452,12 @@ impl Core {
         let view = Rc::new(RingView::new(version, ring, &self.config.node_name));
         self.metrics.set_ring_members(view.ring.len());
         let previous = self.ring.borrow().clone();
-        self.ring_changed(&previous, &view);
+        let mut effects = Vec::new();
+        self.engine
+            .borrow_mut()
+            .ring_changed(&*previous, &*view, Instant::now(), &mut effects);
+        self.record_engine_counters();
+        self.carry_out(&view, effects);
         let live: Vec<SocketAddr> = view.grpc_addrs.iter().flatten().copied().collect();
         self.peers.retain(|addr| live.contains(addr));
         tracing::debug!(
@@ -415,8 +489,9 @@ impl Core {
     /// This core's shard statistics and counters, for /metrics.
     fn snapshot(&self) -> Reply {
         let mut snapshot = self.metrics.snapshot(self.id);
-        snapshot.tiers = self.metrics.tier_snapshot(self.hot.borrow().stats());
-        Reply::Snapshot(Box::new((self.shard.borrow().stats(), snapshot)))
+        let engine = self.engine.borrow();
+        snapshot.tiers = self.metrics.tier_snapshot(engine.hot_stats());
+        Reply::Snapshot(Box::new((engine.shard_stats(), snapshot)))
     }
 
     /// Every core's statistics, this one's included, in core order.
@@ -437,17 +512,11 @@ impl Core {
 
     /// Reclaim expired entries, at most `budget` checks per tier.
     pub fn sweep(&self, budget: usize) -> u64 {
-        let now = Instant::now();
-        let mut removed = self.shard.borrow_mut().sweep_expired(now, budget);
-        if self.hot_enabled {
-            removed += self.hot.borrow_mut().sweep_expired(now, budget);
-        }
-        self.negative.borrow_mut().sweep_expired(now, budget);
-        removed
+        self.engine.borrow_mut().sweep(Instant::now(), budget)
     }
 
     pub fn shard_len(&self) -> usize {
-        self.shard.borrow().len()
+        self.engine.borrow().shard_len()
     }
 
     pub fn is_draining(&self) -> bool {
