@@ -10,13 +10,13 @@
 //!
 //! Layout, chosen for a small per-entry footprint (after Pelikan's
 //! segcache):
-//! - Items are appended to large segments ([`segment`], up to 1 MiB, one
-//!   anonymous mapping each): a 7-byte header (flags, key length, value
+//! - Items are appended to large segments (up to 1 MiB, slices of one
+//!   anonymous mapping per shard, see `segment.rs`): a 7-byte header (flags, key length, value
 //!   length), an 8-byte expiry only when the entry expires, then the key
 //!   and the value. No per-item pointers, no per-item allocation.
 //! - Entries whose key and value exceed [`INLINE_PAYLOAD_LIMIT`] keep them
 //!   in one exact-size `Bytes` of their own (the segment holds the header
-//!   and an index into [`Shard::out_of_line`]), so a read hands the value to
+//!   and an index into the shard's out-of-line table), so a read hands the value to
 //!   another core or to the network without a copy. Smaller values are
 //!   copied out on a read: at most 4 KiB, about what a pointer chase and a
 //!   reference count cost, and it keeps segments free to be rewritten.
@@ -26,13 +26,13 @@
 //!   rehashes from its own memory and filters most non-matching candidates
 //!   before a key is compared.
 //! - Segments form a FIFO. Eviction recycles the oldest segment in place:
-//!   items read since they were written (their [`segment::ACCESSED`] bit) are
+//!   items read since they were written (their accessed bit) are
 //!   kept, moved to the front of the segment with the bit cleared, and the
 //!   segment becomes the newest, open for writes; unread ones are evicted.
 //!   This is CLOCK over segments, an approximation of LRU (see the
 //!   simulation test in `lru_sim`). Deleted, overwritten and expired items
 //!   leave holes that the same recycling compacts, and a segment whose items
-//!   are all gone is unmapped at once.
+//!   are all gone hands its pages back to the kernel at once.
 //! - Each segment carries at most one segment's worth of charged bytes,
 //!   out-of-line values included, so recycling one evicts at most that much
 //!   and the segments in use never hold more than the budget plus two
@@ -56,8 +56,7 @@ use hashbrown::HashTable;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use segment::{
-    header_len, ItemHeader, SegmentMemory, ACCESSED, EXPIRES, HOT, LIVE, NEVER, OUT_OF_LINE,
-    REPLICATED,
+    header_len, ItemHeader, Region, ACCESSED, EXPIRES, HOT, LIVE, NEVER, OUT_OF_LINE, REPLICATED,
 };
 
 /// Bytes charged per entry on top of `key.len() + value.len()`, for an
@@ -68,7 +67,7 @@ use segment::{
 /// - the item header in its segment (7 bytes: flags, key and value lengths);
 /// - its share of the hash table: a `u64` slot plus one control byte per
 ///   bucket, with buckets kept between 7/16 and 7/8 full, i.e. about 9
-///   bytes at 5/8 occupancy ([`INDEX_BYTES_PER_ENTRY`], 14 bytes).
+///   bytes at 5/8 occupancy (`INDEX_BYTES_PER_ENTRY`, 14 bytes).
 ///
 /// Total: 7 + 14 = 21 bytes. An entry with an expiry adds
 /// [`EXPIRY_OVERHEAD`] (8); an out-of-line entry (key + value above
@@ -178,10 +177,11 @@ struct OutOfLine {
     key_len: u32,
 }
 
-/// One segment: its memory (absent while the id is unused) and its place in
-/// the FIFO.
+/// One segment's bookkeeping (its bytes are in the shard's [`Region`]) and
+/// its place in the FIFO.
 struct Segment {
-    memory: Option<SegmentMemory>,
+    /// In the FIFO; false while the id waits in `unused_segments`.
+    in_use: bool,
     /// Bytes written from the start: items, live or not.
     used: u32,
     /// Items written, live or not.
@@ -202,7 +202,7 @@ struct Segment {
 impl Segment {
     fn unused() -> Segment {
         Segment {
-            memory: None,
+            in_use: false,
             used: 0,
             items: 0,
             live_items: 0,
@@ -284,8 +284,10 @@ struct Counters {
 /// One core's cache. See the module documentation.
 pub struct Shard {
     table: HashTable<u64>,
+    /// Mapped when the first segment is opened.
+    region: Option<Region>,
     segments: Vec<Segment>,
-    /// Ids of segments without memory, reused before new ids.
+    /// Ids of released segments (no pages), reused before new ids.
     unused_segments: Vec<u32>,
     /// Oldest segment: the next to be recycled.
     fifo_head: u32,
@@ -336,8 +338,8 @@ impl fmt::Debug for Shard {
 
 impl Shard {
     /// An empty shard whose entries are charged at most `capacity_bytes`
-    /// (see [`ENTRY_OVERHEAD`]). Memory is mapped as entries arrive, not up
-    /// front.
+    /// (see [`ENTRY_OVERHEAD`]). Address space for the segments is reserved
+    /// at the first write; pages are backed as entries arrive.
     pub fn new(capacity_bytes: u64) -> Shard {
         let segment_bytes = segment_bytes_for(capacity_bytes);
         let segment_weight =
@@ -350,6 +352,7 @@ impl Shard {
         let id_bits = (u32::BITS - (max_segments.max(2) - 1).leading_zeros()).max(1);
         Shard {
             table: HashTable::new(),
+            region: None,
             segments: Vec::new(),
             unused_segments: Vec::new(),
             fifo_head: NIL,
@@ -601,8 +604,8 @@ impl Shard {
         let id = self.fifo_tail;
         let segment = &mut self.segments[id as usize];
         let offset = segment.used as usize;
-        if let Some(memory) = segment.memory.as_mut() {
-            let bytes = memory.bytes_mut();
+        if let Some(region) = self.region.as_mut() {
+            let bytes = region.segment_mut(id);
             header.write(bytes, offset);
             if !layout.out_of_line {
                 let key_start = offset + header.key_start();
@@ -677,7 +680,7 @@ impl Shard {
                 cursor.offset = 0;
                 cursor.generation = segment.generation;
             }
-            if segment.memory.is_none() || cursor.offset >= segment.used {
+            if !segment.in_use || cursor.offset >= segment.used {
                 if segment.items == 0 {
                     checks -= 1;
                 }
@@ -754,10 +757,9 @@ impl Shard {
     }
 
     fn segment_bytes_of(&self, segment: usize) -> &[u8] {
-        self.segments[segment]
-            .memory
+        self.region
             .as_ref()
-            .map_or(&[], SegmentMemory::bytes)
+            .map_or(&[], |region| region.segment(segment as u32))
     }
 
     fn header_at(&self, address: u64) -> ItemHeader {
@@ -767,8 +769,8 @@ impl Shard {
 
     fn add_flags(&mut self, address: u64, flags: u8) {
         let (segment, offset) = self.split(address);
-        if let Some(memory) = self.segments[segment].memory.as_mut() {
-            memory.bytes_mut()[offset] |= flags;
+        if let Some(region) = self.region.as_mut() {
+            region.segment_mut(segment as u32)[offset] |= flags;
         }
     }
 
@@ -891,10 +893,10 @@ impl Shard {
         self.bytes -= self.charge_of(header);
         self.forget(address, hash, header);
         let (id, offset) = self.split(address);
-        let segment = &mut self.segments[id];
-        if let Some(memory) = segment.memory.as_mut() {
-            memory.bytes_mut()[offset] &= !LIVE;
+        if let Some(region) = self.region.as_mut() {
+            region.segment_mut(id as u32)[offset] &= !LIVE;
         }
+        let segment = &mut self.segments[id];
         segment.live_items -= 1;
         if segment.live_items == 0 {
             if id as u32 == self.fifo_tail {
@@ -927,9 +929,12 @@ impl Shard {
         }
     }
 
-    /// Unlinks a segment from the FIFO and unmaps its memory.
+    /// Unlinks a segment from the FIFO and returns its pages.
     fn release_segment(&mut self, id: u32) {
         self.unlink_segment(id);
+        if let Some(region) = self.region.as_mut() {
+            region.release(id);
+        }
         let segment = &mut self.segments[id as usize];
         let generation = segment.generation.wrapping_add(1);
         *segment = Segment::unused();
@@ -983,7 +988,10 @@ impl Shard {
                 (self.segments.len() - 1) as u32
             }
         };
-        self.segments[id as usize].memory = Some(SegmentMemory::new(self.segment_bytes));
+        if self.region.is_none() {
+            self.region = Some(Region::new(self.max_segments as usize, self.segment_bytes));
+        }
+        self.segments[id as usize].in_use = true;
         self.push_segment(id);
     }
 
@@ -1024,16 +1032,18 @@ impl Shard {
     fn recycle_oldest(&mut self, now_tick: i64) -> u64 {
         let id = self.fifo_head;
         self.unlink_segment(id);
-        let Some(mut memory) = self.segments[id as usize].memory.take() else {
+        // Taken out while items move so the table can be updated alongside.
+        let Some(mut region) = self.region.take() else {
             return 0;
         };
+        let memory = region.segment_mut(id);
         let used = self.segments[id as usize].used as usize;
         let address_bits = self.address_bits;
         let mask = (1u64 << address_bits) - 1;
         let (mut read, mut write) = (0, 0);
         let (mut kept, mut kept_weight, mut evicted, mut expired) = (0u32, 0u64, 0u64, 0u64);
         while read < used {
-            let mut header = ItemHeader::read(memory.bytes(), read);
+            let mut header = ItemHeader::read(memory, read);
             let len = header.len();
             if header.flags & LIVE != 0 {
                 let key = if header.flags & OUT_OF_LINE != 0 {
@@ -1041,16 +1051,16 @@ impl Shard {
                     &entry.key_then_value[..entry.key_len as usize]
                 } else {
                     let start = read + header.key_start();
-                    &memory.bytes()[start..start + usize::from(header.key_len)]
+                    &memory[start..start + usize::from(header.key_len)]
                 };
                 let hash = self.hash_of(key);
                 let old_address = self.address(id, read);
                 let charge = self.charge_of(header);
                 let live = header.is_live_at(now_tick);
                 if live && header.flags & ACCESSED != 0 {
-                    memory.bytes_mut().copy_within(read..read + len, write);
+                    memory.copy_within(read..read + len, write);
                     header.flags &= !ACCESSED;
-                    memory.bytes_mut()[write] = header.flags;
+                    memory[write] = header.flags;
                     let new_address = self.address(id, write);
                     if let Some(slot) = self
                         .table
@@ -1080,14 +1090,14 @@ impl Shard {
             }
             read += len;
         }
+        self.region = Some(region);
         // The newest segment may have been left empty by an earlier
-        // recycle in this round: unmap it rather than leave it behind.
+        // recycle in this round: release it rather than leave it behind.
         let tail = self.fifo_tail;
         if tail != NIL && self.segments[tail as usize].live_items == 0 {
             self.release_segment(tail);
         }
         let segment = &mut self.segments[id as usize];
-        segment.memory = Some(memory);
         segment.used = write as u32;
         segment.items = kept;
         segment.live_items = kept;
@@ -1161,10 +1171,7 @@ pub(super) mod tests {
         let mut charged = 0;
         while cursor != NIL {
             let segment = &shard.segments[cursor as usize];
-            assert!(
-                segment.memory.is_some(),
-                "segment {cursor} in the FIFO has no memory"
-            );
+            assert!(segment.in_use, "segment {cursor} in the FIFO is not in use");
             assert_eq!(segment.prev, prev, "broken back link at {cursor}");
             in_fifo += 1;
             assert!(in_fifo <= shard.segments.len(), "FIFO has a cycle");
@@ -1197,7 +1204,7 @@ pub(super) mod tests {
             );
             assert!(
                 live > 0 || cursor == shard.fifo_tail,
-                "empty segment {cursor} kept mapped"
+                "empty segment {cursor} kept in the FIFO"
             );
             assert!(
                 segment.weight <= shard.segment_weight || items == 1,
@@ -1220,8 +1227,8 @@ pub(super) mod tests {
         );
         for &id in &shard.unused_segments {
             assert!(
-                shard.segments[id as usize].memory.is_none(),
-                "unused segment {id} mapped"
+                !shard.segments[id as usize].in_use,
+                "unused segment {id} marked in use"
             );
         }
         assert_eq!(
@@ -2080,7 +2087,7 @@ mod segment_tests {
         shard.remove_where(|_, _| true);
         assert_eq!(shard.sweep_expired(end, usize::MAX), 0);
         assert!(shard.is_empty());
-        assert!(shard.segments_in_fifo <= 1, "emptied segments are unmapped");
+        assert!(shard.segments_in_fifo <= 1, "emptied segments are released");
         assert_consistent(&shard);
     }
 

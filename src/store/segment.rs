@@ -1,10 +1,10 @@
 //! Segment memory and the format of an item inside a segment.
 //!
-//! A segment is one anonymous private mapping. Pages that were never
-//! written cost no resident memory, and dropping a segment hands its pages
-//! straight back to the kernel, so segments can come and go without
-//! fragmenting the malloc heap (a 1 MiB `Vec` would, once glibc's dynamic
-//! mmap threshold has risen past it).
+//! A shard's segments are slices of one [`Region`]: pages that were never
+//! written cost no resident memory, and a released segment's pages go
+//! straight back to the kernel, so segments come and go without fragmenting
+//! the malloc heap (1 MiB `Vec`s would, once glibc's dynamic mmap threshold
+//! has risen past them).
 //!
 //! Item layout, little-endian, no padding (items are read and written with
 //! `from_le_bytes`, never through references, so alignment does not matter):
@@ -116,23 +116,30 @@ pub(super) fn header_len(expires: bool) -> usize {
     FIXED_HEADER_BYTES + if expires { EXPIRY_BYTES } else { 0 }
 }
 
-/// The bytes of one segment: an anonymous private mapping of `len` bytes,
-/// zero-filled on first touch and unmapped on drop.
-pub(super) struct SegmentMemory {
+/// The memory of every segment of a shard: one anonymous private mapping of
+/// `segments x segment_bytes`, reserved up front (`MAP_NORESERVE`: address
+/// space only) and backed by pages as segments are written. A released
+/// segment's pages go back to the kernel (`MADV_DONTNEED`), so segments come
+/// and go without fragmenting the malloc heap, and the whole shard is one
+/// kernel mapping however many segments it has (a mapping per segment
+/// would run into `vm.max_map_count` on a large node).
+pub(super) struct Region {
     start: NonNull<u8>,
     len: usize,
+    segment_bytes: usize,
 }
 
 // SAFETY: the mapping is owned exclusively by this value, like a
 // `Box<[u8]>`; nothing else aliases it.
-unsafe impl Send for SegmentMemory {}
+unsafe impl Send for Region {}
 // SAFETY: shared access only reads through `&[u8]`.
-unsafe impl Sync for SegmentMemory {}
+unsafe impl Sync for Region {}
 
-impl SegmentMemory {
-    /// Maps `len` bytes (a positive multiple of the page size). Out of
-    /// memory aborts, as a failed `Vec` allocation does.
-    pub fn new(len: usize) -> SegmentMemory {
+impl Region {
+    /// Reserves `segments` segments of `segment_bytes` (a multiple of the
+    /// page size). Failure aborts, as a failed `Vec` allocation does.
+    pub fn new(segments: usize, segment_bytes: usize) -> Region {
+        let len = segments.saturating_mul(segment_bytes);
         // SAFETY: an anonymous private mapping at an address of the
         // kernel's choosing touches no existing memory.
         let start = unsafe {
@@ -140,34 +147,66 @@ impl SegmentMemory {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
                 0,
             )
         };
         match NonNull::new(start.cast::<u8>()) {
-            Some(start) if start.as_ptr() != libc::MAP_FAILED.cast::<u8>() => {
-                SegmentMemory { start, len }
-            }
+            Some(start) if start.as_ptr() != libc::MAP_FAILED.cast::<u8>() => Region {
+                start,
+                len,
+                segment_bytes,
+            },
             _ => handle_alloc_error(
                 Layout::from_size_align(len, 4096).unwrap_or(Layout::new::<u8>()),
             ),
         }
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        // SAFETY: `start..start + len` is a live read-write mapping owned by
-        // `self`, borrowed immutably for the slice's lifetime.
-        unsafe { std::slice::from_raw_parts(self.start.as_ptr(), self.len) }
+    pub fn segment(&self, id: u32) -> &[u8] {
+        let offset = self.offset_of(id);
+        // SAFETY: `offset_of` keeps the range inside the live read-write
+        // mapping owned by `self`, borrowed immutably for the slice's
+        // lifetime.
+        unsafe { std::slice::from_raw_parts(self.start.as_ptr().add(offset), self.segment_bytes) }
     }
 
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `bytes`, borrowed mutably and exclusively.
-        unsafe { std::slice::from_raw_parts_mut(self.start.as_ptr(), self.len) }
+    pub fn segment_mut(&mut self, id: u32) -> &mut [u8] {
+        let offset = self.offset_of(id);
+        // SAFETY: as in `segment`, borrowed mutably and exclusively.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.start.as_ptr().add(offset), self.segment_bytes)
+        }
+    }
+
+    /// Hands a segment's pages back to the kernel; it reads as zeroes
+    /// afterwards.
+    pub fn release(&mut self, id: u32) {
+        let offset = self.offset_of(id);
+        // SAFETY: the range is inside the mapping and page aligned; no
+        // slice borrows it (this takes `&mut self`). DONTNEED on a private
+        // anonymous mapping only drops the pages' contents.
+        unsafe {
+            libc::madvise(
+                self.start.as_ptr().add(offset).cast(),
+                self.segment_bytes,
+                libc::MADV_DONTNEED,
+            );
+        }
+    }
+
+    fn offset_of(&self, id: u32) -> usize {
+        let offset = id as usize * self.segment_bytes;
+        assert!(
+            offset + self.segment_bytes <= self.len,
+            "segment {id} outside the region"
+        );
+        offset
     }
 }
 
-impl Drop for SegmentMemory {
+impl Drop for Region {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping created in `new`, which no
         // slice outlives (they borrow `self`).
@@ -183,15 +222,16 @@ mod tests {
 
     #[test]
     fn headers_round_trip_with_and_without_expiry() {
-        let mut memory = SegmentMemory::new(4096);
+        let mut region = Region::new(2, 4096);
+        let memory = region.segment_mut(1);
         let plain = ItemHeader {
             flags: LIVE | HOT,
             key_len: 300,
             word: 70_000,
             expires_tick: NEVER,
         };
-        plain.write(memory.bytes_mut(), 5);
-        assert_eq!(ItemHeader::read(memory.bytes(), 5), plain);
+        plain.write(memory, 5);
+        assert_eq!(ItemHeader::read(memory, 5), plain);
         assert_eq!(plain.len(), 7 + 300 + 70_000);
         let expiring = ItemHeader {
             flags: LIVE | EXPIRES | OUT_OF_LINE,
@@ -199,16 +239,23 @@ mod tests {
             word: 9,
             expires_tick: -42,
         };
-        expiring.write(memory.bytes_mut(), 100);
-        assert_eq!(ItemHeader::read(memory.bytes(), 100), expiring);
+        expiring.write(memory, 100);
+        assert_eq!(ItemHeader::read(memory, 100), expiring);
         assert_eq!(expiring.len(), 15, "out of line: the header alone");
         assert!(expiring.is_live_at(-43) && !expiring.is_live_at(-42));
     }
 
     #[test]
-    fn fresh_memory_reads_as_zeroes() {
-        let memory = SegmentMemory::new(8192);
-        assert!(memory.bytes().iter().all(|&b| b == 0));
-        assert_eq!(memory.bytes().len(), 8192);
+    fn released_segments_read_as_zeroes_and_segments_do_not_overlap() {
+        let mut region = Region::new(3, 8192);
+        assert!(region.segment(2).iter().all(|&b| b == 0));
+        region.segment_mut(0).fill(1);
+        region.segment_mut(1).fill(2);
+        region.segment_mut(2).fill(3);
+        region.release(1);
+        assert!(region.segment(0).iter().all(|&b| b == 1));
+        assert!(region.segment(1).iter().all(|&b| b == 0));
+        assert!(region.segment(2).iter().all(|&b| b == 3));
+        assert_eq!(region.segment(2).len(), 8192);
     }
 }
