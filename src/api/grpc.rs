@@ -50,6 +50,7 @@ use crate::error::ApiError;
 use crate::grpc::budget::{self, Budget, Hold};
 use crate::grpc::cache::{self, CallRequest, FramedMessage, Method};
 use crate::grpc::frame::FrameError;
+use crate::grpc::h2_settings;
 use crate::grpc::io::TokioIo;
 use crate::grpc::status::{encode_message, Code, Status};
 use crate::grpc::{timeout, CONTENT_TYPE as GRPC_CONTENT_TYPE};
@@ -60,20 +61,7 @@ use crate::peer::streams::{read_unary_within, send_message, ReadError};
 use crate::routing::core_of;
 use crate::runtime::core::Core;
 
-/// Per-stream receive window: a request with a value of the default size
-/// limit arrives without waiting for a window update.
-const STREAM_WINDOW: u32 = 1 << 20;
-/// Receive window shared by all streams of a connection.
-const CONNECTION_WINDOW: u32 = 4 << 20;
-/// Calls in flight per connection. A peer core multiplexes all its
-/// forwarded requests over one connection, and its h2 client queues calls
-/// past this limit instead of failing them; 128 in flight at ~0.5 ms per
-/// call on a LAN is ~250k calls/s, far above what one core can forward.
-/// The limit bounds per connection what budgets do not: tasks, timers and
-/// header blocks (128 x [`MAX_HEADER_LIST`] = 2 MiB at most).
-pub const MAX_CONCURRENT_STREAMS: u32 = 128;
-/// Largest request header block accepted.
-const MAX_HEADER_LIST: u32 = 16 << 10;
+pub use crate::grpc::h2_settings::MAX_CONCURRENT_STREAMS;
 /// How often an open connection looks at the draining flag.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
 
@@ -233,12 +221,7 @@ async fn run(
 ) -> Result<(), h2::Error> {
     let limit = cache::max_message_bytes(&core.limits);
     let connection_budget = budget::connection_budget(limit);
-    let handshake = h2::server::Builder::new()
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(MAX_HEADER_LIST)
-        .handshake::<_, Bytes>(TokioIo(stream));
+    let handshake = h2_settings::server().handshake::<_, Bytes>(TokioIo(stream));
     // A client that connects and never says anything must not keep the
     // task (and the socket) forever.
     let preface_timeout = core.config.header_timeout();
@@ -576,6 +559,9 @@ fn send_status(respond: &mut SendResponse<Bytes>, http_status: StatusCode, statu
     );
     if let Ok(message) = HeaderValue::from_str(&encode_message(&status.message)) {
         headers.insert(GRPC_MESSAGE, message);
+    }
+    if let Some(reason) = &status.reason {
+        reason.write(headers);
     }
     if http_status == StatusCode::METHOD_NOT_ALLOWED {
         headers.insert(ALLOW, HeaderValue::from_static("POST"));

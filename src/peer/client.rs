@@ -25,17 +25,10 @@ use crate::auth::CLUSTER_SECRET_HEADER;
 use crate::grpc::budget;
 use crate::grpc::cache::{self, FramedMessage, Method};
 use crate::grpc::io::TokioIo;
+use crate::grpc::reason::Reason;
 use crate::grpc::status::{decode_message, Code};
 use crate::grpc::{timeout, CONTENT_TYPE as GRPC_CONTENT_TYPE};
 use crate::ops::{Hit, Op, ReplicaUpdate, Reply};
-
-/// Per-stream receive window: a whole value of the default size limit
-/// arrives without waiting for a window update.
-const STREAM_WINDOW: u32 = 1 << 20;
-/// Receive window shared by all streams of the connection.
-const CONNECTION_WINDOW: u32 = 4 << 20;
-/// Largest response header block we accept.
-const MAX_HEADER_LIST: u32 = 16 << 10;
 
 /// How long a client connects without the home-core announcement after an
 /// announced connection ended before any answer: a node from before
@@ -475,10 +468,7 @@ impl PeerClient {
                         refused: false,
                     })?;
             }
-            h2::client::Builder::new()
-                .initial_window_size(STREAM_WINDOW)
-                .initial_connection_window_size(CONNECTION_WINDOW)
-                .max_header_list_size(MAX_HEADER_LIST)
+            crate::grpc::h2_settings::client()
                 .handshake::<_, Bytes>(TokioIo(stream))
                 .await
                 .map_err(|e| PeerError::Connect {
@@ -614,6 +604,7 @@ impl PeerClient {
                 addr: self.inner.addr,
                 code: Code::from_http_status(head.status.as_u16()),
                 message: format!("HTTP status {}", head.status),
+                reason: None,
             }));
         }
         let content_type = head
@@ -693,6 +684,7 @@ impl PeerClient {
                 .get("grpc-message")
                 .map(|m| decode_message(m.as_bytes()))
                 .unwrap_or_default(),
+            reason: Reason::read(headers),
         }
     }
 

@@ -51,6 +51,7 @@ use http::HeaderValue;
 
 pub use self::client::PeerClient;
 use crate::config::{DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
+use crate::grpc::reason::Reason;
 use crate::grpc::status::Code;
 use crate::routing::core_of;
 
@@ -136,6 +137,9 @@ pub enum PeerError {
         addr: SocketAddr,
         code: Code,
         message: String,
+        /// What failed, when the peer is one of ours and said (see
+        /// `grpc::reason`).
+        reason: Option<Reason>,
     },
     #[error("connection to peer {addr} failed: {reason}")]
     ConnectionLost { addr: SocketAddr, reason: String },
@@ -343,6 +347,7 @@ mod tests {
             addr,
             code: Code::InvalidArgument,
             message: "missing or empty key".into(),
+            reason: None,
         };
         assert_eq!(answered.code(), Code::InvalidArgument);
         assert_eq!(
