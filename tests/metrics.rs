@@ -32,6 +32,16 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
     ("nexuscache_evictions_total", "counter", &["core"]),
     ("nexuscache_expired_total", "counter", &["core"]),
     ("nexuscache_cross_core_requests_total", "counter", &["core"]),
+    (
+        "nexuscache_forwarded_ops_received_total",
+        "counter",
+        &["core", "landed"],
+    ),
+    (
+        "nexuscache_peer_connection_announcements_total",
+        "counter",
+        &["core", "result"],
+    ),
     ("nexuscache_connections_active", "gauge", &["core"]),
     ("nexuscache_connections_total", "counter", &["core"]),
     ("nexuscache_build_info", "gauge", &["version"]),
