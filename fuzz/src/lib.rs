@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use nexuscache::api::http::endpoint::{self, Endpoint};
 use nexuscache::api::http::parse::{self, BodyFraming, RequestHead};
 use nexuscache::api::http::route::{self, Command, Limits, MAX_TTL_SECONDS};
 use nexuscache::chunked;
@@ -183,11 +184,18 @@ pub fn http_request(data: &[u8]) {
                 Ok(None) | Err(_) => break,
             };
             let after_head = &rest[head.head_len..];
-            let max_body = limits.max_body(&head);
+            let found = Endpoint::find(head.path());
+            let max_body = endpoint::max_body(found, limits);
             let (body, used) = match head.framing {
                 BodyFraming::Length(len) => {
                     if len > max_body {
-                        let e = limits.body_error(&head, len);
+                        let e = match found {
+                            Some(f) => f.endpoint.body_error(limits, len),
+                            None => nexuscache::error::ApiError::BodyTooLarge {
+                                len,
+                                limit: max_body,
+                            },
+                        };
                         assert_eq!(e.status(), 413, "{e:?}");
                         break;
                     }
@@ -217,7 +225,7 @@ pub fn http_request(data: &[u8]) {
 
 /// Routes one request and checks what came out against `limits`.
 fn check_route(head: &RequestHead<'_>, body: &[u8], limits: &Limits) {
-    match route::route(head, body, limits) {
+    match route::route(head, Endpoint::find(head.path()), body, limits) {
         Ok(command) => check_command(&command, limits),
         Err(e) => {
             assert!((400..500).contains(&e.status()), "{e:?}");

@@ -21,6 +21,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use tracing::debug;
 
+use super::endpoint::{self, Endpoint};
 use super::parse::{decode_chunked, parse_head, BodyFraming, Method, RequestHead, MAX_HEAD_BYTES};
 use super::response::{self, CONTINUE, OCTETS, PROMETHEUS, TEXT};
 use super::route::{route, Command, Style};
@@ -477,16 +478,6 @@ async fn next_request(
     step
 }
 
-/// Whether `path` needs a client token (when one is configured): all but
-/// the health checks, and `/metrics` unless it was made public.
-fn needs_token(core: &Core, path: &str) -> bool {
-    match path {
-        "/healthz" | "/readyz" => false,
-        "/metrics" => !core.config.metrics_public,
-        _ => true,
-    }
-}
-
 async fn answer(
     core: &Core,
     head: &RequestHead<'_>,
@@ -494,17 +485,23 @@ async fn answer(
     out: &mut Vec<u8>,
     framing: &mut Framing,
 ) -> Step {
-    let op_kind = op_kind(head);
+    let found = Endpoint::find(head.path());
+    let op_kind = endpoint::op_kind(found, head.method);
     let after_head = &pending[head.head_len..];
-    if needs_token(core, head.path()) {
+    let needs_token = found.is_none_or(|f| f.endpoint.needs_token(core.config.metrics_public));
+    if needs_token {
         if let Err(e) = core.config.credentials.check_bearer(head.authorization) {
             return refuse_unauthenticated(core, head, after_head, ApiError::Auth(e), out, op_kind);
         }
     }
-    let limit = core.limits.max_body(head);
+    let limit = endpoint::max_body(found, &core.limits);
     let (body, consumed): (Cow<'_, [u8]>, usize) = match head.framing {
         BodyFraming::Length(len) if len > limit => {
-            return refuse(core, &core.limits.body_error(head, len), out, op_kind);
+            let error = match found {
+                Some(f) => f.endpoint.body_error(&core.limits, len),
+                None => ApiError::BodyTooLarge { len, limit },
+            };
+            return refuse(core, &error, out, op_kind);
         }
         BodyFraming::Length(len) => {
             // len <= limit, which fits in memory.
@@ -527,7 +524,7 @@ async fn answer(
     };
     let keep_alive = head.keep_alive && !core.is_draining();
     let started = Instant::now();
-    let status = match route(head, &body, &core.limits) {
+    let status = match route(head, found, &body, &core.limits) {
         Ok(command) => execute(core, command, out, !keep_alive).await,
         Err(e) => {
             response::write_error(out, &e, !keep_alive);
@@ -597,25 +594,6 @@ fn refuse(core: &Core, err: &ApiError, out: &mut Vec<u8>, op: OpKind) -> Step {
     core.metrics
         .record_request(op, err.status(), Duration::ZERO);
     Step::Close
-}
-
-fn op_kind(head: &RequestHead<'_>) -> OpKind {
-    match head.path() {
-        "/api/get" => OpKind::Get,
-        "/api/set" => OpKind::Set,
-        "/api/delete" => OpKind::Delete,
-        "/healthz" => OpKind::Health,
-        "/readyz" => OpKind::Ready,
-        "/metrics" => OpKind::Metrics,
-        "/setpeer" | "/removepeer" => OpKind::Other,
-        p if p.starts_with("/v1/owner/") => OpKind::Other,
-        p if p.starts_with("/v1/keys/") => match head.method {
-            Method::Put => OpKind::Set,
-            Method::Delete => OpKind::Delete,
-            _ => OpKind::Get,
-        },
-        _ => OpKind::Other,
-    }
 }
 
 /// Run a command and write its response; returns the status sent.

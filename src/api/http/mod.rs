@@ -3,6 +3,7 @@
 //! core (`conn`). Only `conn` touches glommio.
 
 pub mod conn;
+pub mod endpoint;
 pub mod parse;
 pub mod response;
 pub mod route;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::endpoint::{Endpoint, Found};
 use super::parse::{Method, RequestHead};
 use crate::error::ApiError;
 
@@ -65,18 +66,6 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The largest body a request to `path` may carry, known before reading
-    /// it. A form body percent-encodes each byte in at most three.
-    pub fn max_body(&self, head: &RequestHead<'_>) -> u64 {
-        match head.path() {
-            "/api/set" | "/api/delete" => {
-                3 * (self.max_value_bytes + self.max_key_bytes as u64) + 4096
-            }
-            p if p.starts_with("/v1/keys/") => self.max_value_bytes,
-            _ => 64 * 1024,
-        }
-    }
-
     /// A key is present and within `--max-key-bytes`, whatever the protocol
     /// (`in_url`: it came in the request target, which decides 414 vs 400).
     pub fn check_key(&self, key: &[u8], in_url: bool) -> Result<(), ApiError> {
@@ -92,40 +81,47 @@ impl Limits {
         }
         Ok(())
     }
-
-    /// Error for a body of `len` bytes over [`Limits::max_body`].
-    pub fn body_error(&self, head: &RequestHead<'_>, len: u64) -> ApiError {
-        let limit = self.max_body(head);
-        if head.path().starts_with("/v1/keys/") {
-            ApiError::ValueTooLarge { len, limit }
-        } else {
-            ApiError::BodyTooLarge { len, limit }
-        }
-    }
 }
 
-const SEED_GET_ALLOW: &str = "GET";
-const SEED_WRITE_ALLOW: &str = "POST";
-const V1_ALLOW: &str = "GET, PUT, DELETE";
-
-/// Route a complete request.
-pub fn route(head: &RequestHead<'_>, body: &[u8], limits: &Limits) -> Result<Command, ApiError> {
+/// Route a complete request to `found`, the endpoint its path names
+/// ([`Endpoint::find`]).
+pub fn route(
+    head: &RequestHead<'_>,
+    found: Option<Found<'_>>,
+    body: &[u8],
+    limits: &Limits,
+) -> Result<Command, ApiError> {
     let path = head.path();
+    let Some(Found { endpoint, rest }) = found else {
+        return Err(ApiError::NoRoute(path.to_string()));
+    };
     let method = head.method;
-    let not_allowed = |allowed: &'static str| ApiError::MethodNotAllowed {
+    let not_allowed = || ApiError::MethodNotAllowed {
         method: head.method_text.to_string(),
         path: path.to_string(),
-        allowed,
+        allowed: endpoint.allowed(),
     };
-    let get_only = |cmd: Command| match method {
-        Method::Get | Method::Head => Ok(cmd),
-        _ => Err(not_allowed("GET")),
-    };
-    match path {
-        "/api/get" => {
-            if !matches!(method, Method::Get | Method::Head) {
-                return Err(not_allowed(SEED_GET_ALLOW));
-            }
+    let reading = matches!(method, Method::Get | Method::Head);
+    match endpoint {
+        Endpoint::V1Key => return route_v1(head, rest, body, limits, not_allowed),
+        Endpoint::SeedGet
+        | Endpoint::Health
+        | Endpoint::Ready
+        | Endpoint::Metrics
+        | Endpoint::V1Owner
+            if !reading =>
+        {
+            return Err(not_allowed())
+        }
+        Endpoint::SeedSet | Endpoint::SeedDelete | Endpoint::SetPeer | Endpoint::RemovePeer
+            if method != Method::Post =>
+        {
+            return Err(not_allowed())
+        }
+        _ => {}
+    }
+    match endpoint {
+        Endpoint::SeedGet => {
             let form = Form::parse(head.query().as_bytes(), &[])?;
             let key = form.key(limits, true)?;
             Ok(Command::Get {
@@ -133,10 +129,7 @@ pub fn route(head: &RequestHead<'_>, body: &[u8], limits: &Limits) -> Result<Com
                 style: Style::Seed,
             })
         }
-        "/api/set" => {
-            if method != Method::Post {
-                return Err(not_allowed(SEED_WRITE_ALLOW));
-            }
+        Endpoint::SeedSet => {
             let form = Form::parse(head.query().as_bytes(), body)?;
             let key = form.key(limits, form.key_from_query)?;
             let value = form.get("value").unwrap_or_default();
@@ -158,10 +151,7 @@ pub fn route(head: &RequestHead<'_>, body: &[u8], limits: &Limits) -> Result<Com
                 style: Style::Seed,
             })
         }
-        "/api/delete" => {
-            if method != Method::Post {
-                return Err(not_allowed(SEED_WRITE_ALLOW));
-            }
+        Endpoint::SeedDelete => {
             let form = Form::parse(head.query().as_bytes(), body)?;
             let key = form.key(limits, form.key_from_query)?;
             Ok(Command::Delete {
@@ -169,10 +159,7 @@ pub fn route(head: &RequestHead<'_>, body: &[u8], limits: &Limits) -> Result<Com
                 style: Style::Seed,
             })
         }
-        "/setpeer" | "/removepeer" => {
-            if method != Method::Post {
-                return Err(not_allowed(SEED_WRITE_ALLOW));
-            }
+        Endpoint::SetPeer | Endpoint::RemovePeer => {
             let form = Form::parse(head.query().as_bytes(), body)?;
             let text = |field: &'static str| -> Result<Option<String>, ApiError> {
                 form.get(field)
@@ -185,7 +172,7 @@ pub fn route(head: &RequestHead<'_>, body: &[u8], limits: &Limits) -> Result<Com
             };
             let name = text("peer")?
                 .ok_or_else(|| ApiError::invalid("peer", "missing (the node's name)"))?;
-            if path == "/removepeer" {
+            if endpoint == Endpoint::RemovePeer {
                 return Ok(Command::RemovePeer { name });
             }
             Ok(Command::SetPeer {
@@ -193,19 +180,14 @@ pub fn route(head: &RequestHead<'_>, body: &[u8], limits: &Limits) -> Result<Com
                 addr: text("addr")?,
             })
         }
-        "/healthz" => get_only(Command::Health),
-        "/readyz" => get_only(Command::Ready),
-        "/metrics" => get_only(Command::Metrics),
-        _ => {
-            if let Some(encoded) = path.strip_prefix("/v1/keys/") {
-                route_v1(head, encoded, body, limits, not_allowed)
-            } else if let Some(encoded) = path.strip_prefix("/v1/owner/") {
-                let key = checked_key(&percent_decode(encoded.as_bytes(), false)?, limits, true)?;
-                get_only(Command::Owner { key })
-            } else {
-                Err(ApiError::NoRoute(path.to_string()))
-            }
+        Endpoint::Health => Ok(Command::Health),
+        Endpoint::Ready => Ok(Command::Ready),
+        Endpoint::Metrics => Ok(Command::Metrics),
+        Endpoint::V1Owner => {
+            let key = checked_key(&percent_decode(rest.as_bytes(), false)?, limits, true)?;
+            Ok(Command::Owner { key })
         }
+        Endpoint::V1Key => route_v1(head, rest, body, limits, not_allowed),
     }
 }
 
@@ -214,7 +196,7 @@ fn route_v1(
     encoded_key: &str,
     body: &[u8],
     limits: &Limits,
-    not_allowed: impl Fn(&'static str) -> ApiError,
+    not_allowed: impl Fn() -> ApiError,
 ) -> Result<Command, ApiError> {
     let key = checked_key(
         &percent_decode(encoded_key.as_bytes(), false)?,
@@ -250,7 +232,7 @@ fn route_v1(
                 style: Style::V1,
             })
         }
-        _ => Err(not_allowed(V1_ALLOW)),
+        _ => Err(not_allowed()),
     }
 }
 
@@ -384,7 +366,7 @@ mod tests {
 
     fn run(raw: &str, body: &str) -> Result<Command, ApiError> {
         let head = parse_head(raw.as_bytes()).unwrap().unwrap();
-        route(&head, body.as_bytes(), &LIMITS)
+        route(&head, Endpoint::find(head.path()), body.as_bytes(), &LIMITS)
     }
 
     #[test]
