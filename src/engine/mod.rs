@@ -141,6 +141,10 @@ pub enum PeerLoad {
     Answered(Reply),
     /// The owner answered with an error status (its message).
     Status(String),
+    /// The owner is draining (or shutting a core down) and did not look
+    /// at the key: like an owner that cannot be reached, not an error of
+    /// its origin.
+    NotServing,
     /// The owner could not be reached or did not answer.
     Unreachable,
 }

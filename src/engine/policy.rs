@@ -107,6 +107,11 @@ pub struct Engine {
     /// may still hold a hot copy the entry no longer speaks of, so the
     /// key's writes stay strict until every node has taken one.
     unconfirmed: HashSet<Box<[u8]>>,
+    /// Hot keys to hand to nodes that joined, sent one key at a time (a
+    /// join must not start an update per hot key at once).
+    handoffs: VecDeque<(Box<[u8]>, Vec<NodeId>)>,
+    /// A handoff is queued or being sent.
+    handoff_running: bool,
     rng: fastrand::Rng,
     counters: Counters,
 }
@@ -156,6 +161,8 @@ impl Engine {
             next_load: 0,
             updates: HashMap::new(),
             unconfirmed: HashSet::new(),
+            handoffs: VecDeque::new(),
+            handoff_running: false,
             rng,
             counters: Counters::default(),
             settings,
@@ -353,9 +360,9 @@ impl Engine {
 
     /// The owner node answered (or not) the read of load `load`. Without
     /// an origin a failure is a miss; with one, the owner's error is an
-    /// origin failure and an owner that cannot be reached is replaced by
-    /// loading from the origin here (not kept: only owners cache origin
-    /// values).
+    /// origin failure and an owner that cannot be reached or is draining
+    /// is replaced by loading from the origin here (not kept: only owners
+    /// cache origin values).
     pub fn peer_load_done(
         &mut self,
         load: LoadId,
@@ -376,18 +383,26 @@ impl Engine {
             return;
         };
         let keep_copy = *keep_copy;
+        let result = match result {
+            PeerLoad::Answered(Reply::Unavailable) => PeerLoad::NotServing,
+            other => other,
+        };
         let loaded = match result {
             PeerLoad::Answered(Reply::Value(hit)) => Loaded::Value(hit),
             PeerLoad::Answered(Reply::OriginFailed(reason)) => Loaded::OriginFailed(reason),
             PeerLoad::Answered(_) => Loaded::Value(None),
-            PeerLoad::Status(_) | PeerLoad::Unreachable if !self.settings.has_origin => {
+            PeerLoad::Status(_) | PeerLoad::NotServing | PeerLoad::Unreachable
+                if !self.settings.has_origin =>
+            {
                 Loaded::Value(None)
             }
             PeerLoad::Status(message) => {
+                // From a node that does not say why (no reason code): its
+                // error is taken as its origin's.
                 let reason = message.strip_prefix("origin failed: ").unwrap_or(&message);
                 Loaded::OriginFailed(format!("{reason} (loaded by owner {owner_name})"))
             }
-            PeerLoad::Unreachable => {
+            PeerLoad::NotServing | PeerLoad::Unreachable => {
                 flight.source = Source::Origin { keep: false };
                 out.push(Effect::LoadFromOrigin {
                     load,
@@ -758,6 +773,7 @@ impl Engine {
                 }
             }
             Queued::Handoff { .. } => {
+                self.handoff_running = false;
                 if let Some((node, reason)) = failure {
                     tracing::warn!(
                         node = &*node,
@@ -784,6 +800,20 @@ impl Engine {
         }
         self.finish_front(key, outcomes, out);
         self.send_next(key, view, now, out);
+        self.start_handoffs(view, now, out);
+    }
+
+    /// Queue the next hot key's handoff, unless one is under way.
+    fn start_handoffs(&mut self, view: &dyn RingFacts, now: Instant, out: &mut Vec<Effect>) {
+        // A handoff with nothing to send finishes inside `enqueue`, which
+        // frees the turn for the next one.
+        while !self.handoff_running {
+            let Some((key, targets)) = self.handoffs.pop_front() else {
+                return;
+            };
+            self.handoff_running = true;
+            self.enqueue(key, Queued::Handoff { targets }, view, now, out);
+        }
     }
 
     /// Membership changed from `previous` to `view`: drop automatic copies
@@ -823,12 +853,9 @@ impl Engine {
                 "sending hot keys to nodes that joined"
             );
         }
-        for key in keys {
-            let handoff = Queued::Handoff {
-                targets: joined.clone(),
-            };
-            self.enqueue(key, handoff, view, now, out);
-        }
+        self.handoffs
+            .extend(keys.into_iter().map(|key| (key, joined.clone())));
+        self.start_handoffs(view, now, out);
     }
 
     /// The node lost its lease: drop everything cached (it may have been

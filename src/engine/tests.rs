@@ -739,6 +739,29 @@ fn an_unreachable_owner_is_replaced_by_the_origin_here_without_caching() {
 }
 
 #[test]
+fn a_draining_owner_is_not_an_origin_failure() {
+    let view = ring(&["a", "b"], "a");
+    let mut a = Node::new(Settings {
+        has_origin: true,
+        ..settings()
+    });
+    for draining in [PeerLoad::NotServing, PeerLoad::Answered(Reply::Unavailable)] {
+        let token = a.get("b/k", &view, 0).unwrap_err();
+        let (load, _, _) = peer_load(&a.take());
+        let effects = a.peer_done(load, draining, &view, 1);
+        assert_eq!(origin_load(&effects), load, "loaded from the origin here");
+        let done = a.origin_done(load, OriginLoad::Found(Bytes::from_static(b"v")), &view, 2);
+        assert_eq!(value(answers(&done)[&token]), Some(&b"v"[..]));
+    }
+    // Without an origin it is a miss, as for an unreachable owner.
+    let mut plain = Node::new(settings());
+    let token = plain.get("b/k", &view, 0).unwrap_err();
+    let (load, _, _) = peer_load(&plain.take());
+    let done = plain.peer_done(load, PeerLoad::NotServing, &view, 1);
+    assert!(matches!(answers(&done)[&token], Reply::Value(None)));
+}
+
+#[test]
 fn an_unreachable_owner_without_an_origin_is_a_miss() {
     let view = ring(&["a", "b"], "a");
     let mut a = Node::new(settings());
@@ -1073,30 +1096,61 @@ fn automatic_copies_whose_owner_moved_are_dropped_on_a_ring_change() {
 }
 
 #[test]
-fn hot_keys_are_handed_to_nodes_that_join() {
+fn hot_keys_are_handed_to_nodes_that_join_one_key_at_a_time() {
     let before = ring(&["a", "b"], "a");
     let mut a = Node::new(settings());
-    for key in ["a/hot", "a/cold-now"] {
+    for key in ["a/hot1", "a/hot2", "a/written-over"] {
         a.set(key, "v", true, &before, 0).unwrap_err();
         a.take();
         a.updates_done(key, &[("b", UPDATED)], &before, 1);
     }
     a.set("a/plain", "v", false, &before, 2).unwrap();
+    // Owned by b: not this node's to hand over.
+    let op = Op::Set {
+        key: b"b/hot"[..].into(),
+        value: Bytes::from_static(b"v"),
+        ttl: Duration::ZERO,
+        hot: true,
+    };
+    a.call(op, Scope::Node, &before, 2).unwrap_err();
+    a.take();
+    a.updates_done("b/hot", &[("b", UPDATED)], &before, 2);
     let after = ring(&["a", "b", "d"], "a");
     a.engine
         .ring_changed(&before, &after, a.at(3), &mut a.effects);
-    let mut handoffs = sent(&a.take());
-    handoffs.sort_by(|x, y| x.0.cmp(&y.0));
-    assert_eq!(handoffs.len(), 2);
-    for (key, update, targets, strict) in &handoffs {
-        assert!(key == "a/hot" || key == "a/cold-now");
-        assert!(is_put(update, "v"));
-        assert_eq!(targets, &["d"], "only the node that joined");
-        assert!(!strict);
+    let mut handed = Vec::new();
+    let first = sent(&a.take());
+    assert_eq!(first.len(), 1, "one key at a time: {first:?}");
+    // Written over as a plain value before its turn: it will be skipped.
+    let plain = a
+        .set("a/written-over", "plain", false, &after, 3)
+        .unwrap_err();
+    let mut pending = first;
+    pending.extend(sent(&a.take()));
+    let mut ms = 4;
+    while let Some((key, update, targets, strict)) = pending.pop() {
+        if targets == ["d"] {
+            assert!(is_put(&update, "v"));
+            assert!(!strict);
+            handed.push(key.clone());
+        }
+        let outcomes: Vec<(&str, TargetOutcome)> = targets
+            .iter()
+            .map(|t| (if t == "b" { "b" } else { "d" }, UPDATED))
+            .collect();
+        let effects = a.updates_done(&key, &outcomes, &after, ms);
+        ms += 1;
+        if let Some(reply) = answers(&effects).get(&plain) {
+            assert!(matches!(reply, Reply::Stored));
+        }
+        let next = sent(&effects);
+        assert!(next.len() <= 1, "one key at a time: {next:?}");
+        pending.extend(next);
+        assert!(ms < 20);
     }
-    let done = a.updates_done("a/hot", &[("d", UPDATED)], &after, 4);
-    assert!(done.is_empty());
-    assert_eq!(a.engine.keys_updating(), 1);
+    handed.sort();
+    assert_eq!(handed, ["a/hot1", "a/hot2"]);
+    assert_eq!(a.engine.keys_updating(), 0);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 use super::core::{Core, RingView};
 use crate::engine::{OriginLoad, PeerLoad};
+use crate::grpc::reason::ReasonCode;
 use crate::metrics::OriginResult;
 use crate::ops::Op;
 use crate::origin::Fetched;
@@ -22,6 +23,15 @@ impl Core {
     ) -> PeerLoad {
         match self.forward(view, owner, Op::Get { key, keep_copy }).await {
             Ok(reply) => PeerLoad::Answered(reply),
+            Err(PeerError::Status {
+                reason: Some(reason),
+                message,
+                ..
+            }) => match reason.code {
+                ReasonCode::Draining => PeerLoad::NotServing,
+                ReasonCode::OriginFailed => PeerLoad::Status(reason.detail),
+                _ => PeerLoad::Status(message),
+            },
             Err(PeerError::Status { message, .. }) => PeerLoad::Status(message),
             Err(_) => PeerLoad::Unreachable,
         }

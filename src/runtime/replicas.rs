@@ -5,18 +5,41 @@
 //! (`engine/`); this is the I/O and the counters that go with it.
 
 use crate::engine::{forwarded_reply, TargetOutcome};
+use crate::error::ApiError;
 use crate::metrics::ReplicaOutcome;
 use crate::ops::{Op, ReplicaUpdate, Reply};
+use crate::peer::PeerError;
 use crate::routing::NodeId;
 
 use super::core::{Core, RingView};
 
 impl Core {
     /// Send a write to the node at `owner`; its reply, or why it could not
-    /// be asked.
+    /// be asked. A failure the owner gave a reason for is answered as the
+    /// owner would answer its own client (a hot copy it could not update
+    /// is named, not the owner).
     pub(super) async fn forward_write(&self, view: &RingView, owner: usize, op: Op) -> Reply {
-        let result = self.forward(view, owner, op).await;
-        forwarded_reply(&view.names[owner], result.map_err(|e| e.to_string()))
+        let name = &view.names[owner];
+        match self.forward(view, owner, op).await {
+            Err(PeerError::Status {
+                reason: Some(reason),
+                ..
+            }) => match ApiError::from_reason(reason, name) {
+                ApiError::ReplicaNotUpdated { peer, reason } => {
+                    Reply::ReplicaNotUpdated { peer, reason }
+                }
+                ApiError::EntryTooLarge(detail) => Reply::TooLarge(detail),
+                ApiError::Origin(detail) => Reply::OriginFailed(detail),
+                ApiError::OwnerUnavailable { peer, reason } => {
+                    Reply::OwnerUnavailable { peer, reason }
+                }
+                other => Reply::OwnerUnavailable {
+                    peer: name.to_string(),
+                    reason: other.to_string(),
+                },
+            },
+            result => forwarded_reply(name, result.map_err(|e| e.to_string())),
+        }
     }
 
     /// One replica update to each of `targets`, concurrently; every
