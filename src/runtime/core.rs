@@ -327,7 +327,7 @@ impl Core {
             }
             let Some(this) = self.this.upgrade() else {
                 // Shutting down: the waiters' channels close with the core.
-                return;
+                continue;
             };
             let view = Rc::clone(view);
             glommio::spawn_local(async move { this.run_effect(&view, effect).await }).detach();
