@@ -3,7 +3,7 @@
 //! A shard's segments are slices of one [`Region`]: pages that were never
 //! written cost no resident memory, and a released segment's pages go
 //! straight back to the kernel, so segments come and go without fragmenting
-//! the malloc heap (1 MiB `Vec`s would, once glibc's dynamic mmap threshold
+//! the malloc heap (large `Vec`s would, once glibc's dynamic mmap threshold
 //! has risen past them).
 //!
 //! Item layout, little-endian, no padding (items are read and written with
