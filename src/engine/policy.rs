@@ -13,6 +13,9 @@ use crate::ops::{Hit, Op, ReplicaUpdate, Reply, Scope};
 use crate::routing::NodeId;
 use crate::store::{Copies, Shard, ShardStats};
 
+/// Most keys remembered as having a copy that missed a strict update.
+const MAX_UNCONFIRMED_KEYS: usize = 65_536;
+
 /// The result of one load, shared by every reader waiting on it.
 #[derive(Debug, Clone)]
 enum Loaded {
@@ -745,7 +748,12 @@ impl Engine {
         match front {
             Queued::Write { strict, answer, .. } => {
                 if strict && failure.is_some() {
-                    self.unconfirmed.insert(key.into());
+                    // Bounded: past the cap a key falls back to what its
+                    // entry says (its copy may then stay until the node
+                    // takes a later update or leaves the ring).
+                    if self.unconfirmed.len() < MAX_UNCONFIRMED_KEYS {
+                        self.unconfirmed.insert(key.into());
+                    }
                 } else if strict {
                     self.unconfirmed.remove(key);
                 }
