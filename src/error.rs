@@ -11,7 +11,7 @@ use crate::auth::AuthError;
 use crate::control::ControlError;
 use crate::grpc::reason::{Reason, ReasonCode};
 use crate::grpc::status::{Code, Status};
-use crate::ops::Reply;
+use crate::ops::{LimitError, Reply};
 
 /// The challenge of a 401 for a token that was presented but is not valid.
 pub const INVALID_TOKEN_CHALLENGE: &str = "Bearer realm=\"nexuscache\", error=\"invalid_token\"";
@@ -186,6 +186,24 @@ impl ApiError {
             field,
             reason: reason.into(),
         }
+    }
+}
+
+impl ApiError {
+    /// The error for a key or value over the limits; `in_url`: the key came
+    /// in the request target (414 rather than 400).
+    pub fn from_limit(err: LimitError, in_url: bool) -> ApiError {
+        match err {
+            LimitError::EmptyKey => ApiError::MissingKey,
+            LimitError::KeyTooLong { len, limit } => ApiError::KeyTooLong { len, limit, in_url },
+            LimitError::ValueTooLarge { len, limit } => ApiError::ValueTooLarge { len, limit },
+        }
+    }
+}
+
+impl From<LimitError> for ApiError {
+    fn from(err: LimitError) -> ApiError {
+        ApiError::from_limit(err, false)
     }
 }
 

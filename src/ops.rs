@@ -1,5 +1,6 @@
 //! The only values that travel between cores: an [`Op`] for a shard and the
-//! [`Reply`] it produces.
+//! [`Reply`] it produces, and the [`Limits`] every front end checks an op
+//! against before it is sent.
 //!
 //! Everything here is `Send` plain data. A front end turns a request into an
 //! `Op`; the key's home core (the same core on every node: `core_of(key)`)
@@ -13,6 +14,53 @@ use bytes::Bytes;
 
 use crate::metrics::CoreSnapshot;
 use crate::store::ShardStats;
+
+/// The longest TTL any protocol accepts: three days.
+pub const MAX_TTL_SECONDS: u64 = 3 * 24 * 60 * 60;
+
+/// The sizes an op must respect, whatever protocol it came in by
+/// (`--max-key-bytes`, `--max-value-bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: u64,
+}
+
+/// Why a key or value does not fit the [`Limits`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitError {
+    EmptyKey,
+    KeyTooLong { len: usize, limit: usize },
+    ValueTooLarge { len: u64, limit: u64 },
+}
+
+impl Limits {
+    /// A key is present and within `--max-key-bytes`.
+    pub fn check_key(&self, key: &[u8]) -> Result<(), LimitError> {
+        if key.is_empty() {
+            return Err(LimitError::EmptyKey);
+        }
+        if key.len() > self.max_key_bytes {
+            return Err(LimitError::KeyTooLong {
+                len: key.len(),
+                limit: self.max_key_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// A value of `len` bytes is within `--max-value-bytes`.
+    pub fn check_value(&self, len: usize) -> Result<(), LimitError> {
+        let len = len as u64;
+        if len > self.max_value_bytes {
+            return Err(LimitError::ValueTooLarge {
+                len,
+                limit: self.max_value_bytes,
+            });
+        }
+        Ok(())
+    }
+}
 
 /// Work for the core that owns `key` (or, for `Snapshot`, for every core).
 #[derive(Debug)]
@@ -130,4 +178,29 @@ pub enum Reply {
         peer: String,
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_bound_keys_and_values_whatever_the_protocol() {
+        let limits = Limits {
+            max_key_bytes: 4,
+            max_value_bytes: 8,
+        };
+        assert_eq!(limits.check_key(b""), Err(LimitError::EmptyKey));
+        assert_eq!(limits.check_key(b"abcd"), Ok(()));
+        assert_eq!(
+            limits.check_key(b"abcde"),
+            Err(LimitError::KeyTooLong { len: 5, limit: 4 })
+        );
+        assert_eq!(limits.check_value(8), Ok(()));
+        assert_eq!(
+            limits.check_value(9),
+            Err(LimitError::ValueTooLarge { len: 9, limit: 8 })
+        );
+        assert_eq!(MAX_TTL_SECONDS, 259_200);
+    }
 }

@@ -19,9 +19,8 @@ use prost::Message;
 
 use super::frame::{prefix, PREFIX_LEN};
 use super::wire;
-use crate::api::http::route::{Limits, MAX_TTL_SECONDS};
 use crate::error::ApiError;
-use crate::ops::{Hit, Op, ReplicaUpdate, Reply};
+use crate::ops::{Hit, Limits, Op, ReplicaUpdate, Reply, MAX_TTL_SECONDS};
 
 /// Fully qualified service name, as in request paths.
 pub const SERVICE: &str = "nexuscache.v1.Cache";
@@ -172,13 +171,7 @@ pub fn decode_request(
                     ),
                 ));
             }
-            let len = req.value.len() as u64;
-            if len > limits.max_value_bytes {
-                return Err(ApiError::ValueTooLarge {
-                    len,
-                    limit: limits.max_value_bytes,
-                });
-            }
+            limits.check_value(req.value.len())?;
             Ok(CallRequest {
                 op: Op::Set {
                     key,
@@ -206,13 +199,7 @@ pub fn decode_request(
             let update = if req.remove {
                 ReplicaUpdate::Remove
             } else {
-                let len = req.value.len() as u64;
-                if len > limits.max_value_bytes {
-                    return Err(ApiError::ValueTooLarge {
-                        len,
-                        limit: limits.max_value_bytes,
-                    });
-                }
+                limits.check_value(req.value.len())?;
                 ReplicaUpdate::Put {
                     value: req.value,
                     expires_at: expires_at(req.expires_in_ms, Instant::now()),
@@ -231,7 +218,7 @@ pub fn decode_request(
 }
 
 fn checked_key(key: Bytes, limits: &Limits) -> Result<Box<[u8]>, ApiError> {
-    limits.check_key(&key, false)?;
+    limits.check_key(&key)?;
     Ok(Box::from(&key[..]))
 }
 

@@ -26,12 +26,11 @@ use std::time::Instant;
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
 
-use crate::api::http::route::Limits;
 use crate::config::Config;
 use crate::control::{ControlClient, RingBoard};
 use crate::engine::{Effect, Engine, RingFacts, Settings, Token};
 use crate::metrics::{CopyKind, CoreMetrics, CoreSnapshot, OpKind, PeerOutcome};
-use crate::ops::{Op, Reply, Scope};
+use crate::ops::{Limits, Op, Reply, Scope};
 use crate::origin::OriginClient;
 use crate::peer::{PeerConfig, PeerError, PeerPool, DEFAULT_RECONNECT_BACKOFF};
 use crate::routing::{core_of, NodeId, Ring};

@@ -7,8 +7,7 @@
 use super::parse::Method;
 use crate::error::ApiError;
 use crate::metrics::OpKind;
-
-use super::route::Limits;
+use crate::ops::Limits;
 
 /// An endpoint of the HTTP API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

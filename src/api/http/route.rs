@@ -9,11 +9,13 @@ use bytes::Bytes;
 use super::endpoint::{Endpoint, Found};
 use super::parse::{Method, RequestHead};
 use crate::error::ApiError;
+use crate::ops::Limits;
+// Re-exported only until every importer names `crate::ops` (the bound
+// belongs to the ops, not to this router).
+pub use crate::ops::MAX_TTL_SECONDS;
 
 /// The seed API's `expire` is in minutes, at most three days.
-pub const MAX_EXPIRE_MINUTES: u64 = 4320;
-/// The v1 API's `ttl` is in seconds, with the same three-day ceiling.
-pub const MAX_TTL_SECONDS: u64 = MAX_EXPIRE_MINUTES * 60;
+pub const MAX_EXPIRE_MINUTES: u64 = MAX_TTL_SECONDS / 60;
 
 /// Which API shape a reply must take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,30 +59,6 @@ pub enum Command {
     Health,
     Ready,
     Metrics,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_key_bytes: usize,
-    pub max_value_bytes: u64,
-}
-
-impl Limits {
-    /// A key is present and within `--max-key-bytes`, whatever the protocol
-    /// (`in_url`: it came in the request target, which decides 414 vs 400).
-    pub fn check_key(&self, key: &[u8], in_url: bool) -> Result<(), ApiError> {
-        if key.is_empty() {
-            return Err(ApiError::MissingKey);
-        }
-        if key.len() > self.max_key_bytes {
-            return Err(ApiError::KeyTooLong {
-                len: key.len(),
-                limit: self.max_key_bytes,
-                in_url,
-            });
-        }
-        Ok(())
-    }
 }
 
 /// Route a complete request to `found`, the endpoint its path names
@@ -133,12 +111,7 @@ pub fn route(
             let form = Form::parse(head.query().as_bytes(), body)?;
             let key = form.key(limits, form.key_from_query)?;
             let value = form.get("value").unwrap_or_default();
-            if value.len() as u64 > limits.max_value_bytes {
-                return Err(ApiError::ValueTooLarge {
-                    len: value.len() as u64,
-                    limit: limits.max_value_bytes,
-                });
-            }
+            limits.check_value(value.len())?;
             let minutes = match form.get("expire") {
                 Some(text) => parse_bounded("expire", text, MAX_EXPIRE_MINUTES, "minutes")?,
                 None => 0,
@@ -218,12 +191,7 @@ fn route_v1(
                 Some(text) => parse_bounded("ttl", text, MAX_TTL_SECONDS, "seconds")?,
                 None => 0,
             };
-            if body.len() as u64 > limits.max_value_bytes {
-                return Err(ApiError::ValueTooLarge {
-                    len: body.len() as u64,
-                    limit: limits.max_value_bytes,
-                });
-            }
+            limits.check_value(body.len())?;
             Ok(Command::Set {
                 key,
                 value: Bytes::copy_from_slice(body),
@@ -237,7 +205,9 @@ fn route_v1(
 }
 
 fn checked_key(key: &[u8], limits: &Limits, in_url: bool) -> Result<Box<[u8]>, ApiError> {
-    limits.check_key(key, in_url)?;
+    limits
+        .check_key(key)
+        .map_err(|e| ApiError::from_limit(e, in_url))?;
     Ok(Box::from(key))
 }
 
