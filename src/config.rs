@@ -12,9 +12,9 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::api::http::route::MAX_TTL_SECONDS;
 use crate::auth::Credentials;
 use crate::error::StartupError;
+use crate::ops::MAX_TTL_SECONDS;
 use crate::origin::OriginTemplate;
 
 pub const DEFAULT_HTTP_PORT: u16 = 9999;
@@ -32,6 +32,9 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// Smallest per-core budget accepted for `--max-memory`.
 pub const MIN_SHARD_BYTES: u64 = 4096;
 pub const GRPC_PORT_OFFSET: u16 = 1000;
+/// The Redis protocol (RESP) port is the HTTP port plus this, next to
+/// gRPC's + 1000, so several nodes on one host keep distinct ports.
+pub const RESP_PORT_OFFSET: u16 = 2000;
 pub const DEFAULT_VNODES: usize = 50;
 pub const DEFAULT_LEASE_TTL_SECS: u64 = 10;
 pub const DEFAULT_PEER_CONNECT_TIMEOUT_MS: u64 = 200;
@@ -126,6 +129,9 @@ pub struct ServeArgs {
     /// gRPC port for peers and programs, shared by every core [default: HTTP port + 1000].
     #[arg(long, env = "NEXUSCACHE_GRPC_PORT", value_name = "PORT")]
     pub grpc_port: Option<u16>,
+    /// Redis protocol (RESP2/RESP3) port, shared by every core; 0 turns it off [default: HTTP port + 2000].
+    #[arg(long, env = "NEXUSCACHE_RESP_PORT", value_name = "PORT")]
+    pub resp_port: Option<u16>,
     /// This node's name in the cluster [default: <advertise-host>:<http-port>].
     #[arg(long, env = "NEXUSCACHE_NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
@@ -250,6 +256,7 @@ pub struct FileConfig {
     pub header_timeout: Option<u64>,
     pub shutdown_grace: Option<u64>,
     pub grpc_port: Option<u16>,
+    pub resp_port: Option<u16>,
     pub node_name: Option<String>,
     pub advertise_host: Option<String>,
     pub etcd: Option<String>,
@@ -313,6 +320,8 @@ pub struct Config {
     pub header_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
     pub grpc_port: u16,
+    /// 0: no Redis protocol listener.
+    pub resp_port: u16,
     pub node_name: String,
     pub advertise_host: String,
     /// Empty: no etcd (static peers or a single node).
@@ -362,6 +371,14 @@ pub struct CredentialSources {
 impl Config {
     pub fn grpc_addr(&self) -> SocketAddr {
         SocketAddr::new(self.bind, self.grpc_port)
+    }
+    /// The Redis protocol listener's address, when it is on.
+    pub fn resp_addr(&self) -> Option<SocketAddr> {
+        (self.resp_port != 0).then(|| SocketAddr::new(self.bind, self.resp_port))
+    }
+    /// The address Redis clients use to reach this node, when RESP is on.
+    pub fn advertised_resp(&self) -> Option<String> {
+        (self.resp_port != 0).then(|| format!("{}:{}", self.advertise_host, self.resp_port))
     }
     /// The addresses other nodes use to reach this one.
     pub fn advertised_http(&self) -> String {
@@ -478,6 +495,7 @@ impl Config {
             header_timeout: Some(self.header_timeout_secs),
             shutdown_grace: Some(self.shutdown_grace_secs),
             grpc_port: Some(self.grpc_port),
+            resp_port: Some(self.resp_port),
             node_name: Some(self.node_name.clone()),
             advertise_host: Some(self.advertise_host.clone()),
             etcd: Some(self.etcd.join(",")),
@@ -594,6 +612,15 @@ impl Config {
                 )
             })?,
         };
+        let resp_port = match args.resp_port.or(file.resp_port) {
+            Some(p) => p,
+            None => http_port.checked_add(RESP_PORT_OFFSET).ok_or_else(|| {
+                invalid(
+                    "--resp-port",
+                    "HTTP port + 2000 is past 65535; set it explicitly (0 turns RESP off)",
+                )
+            })?,
+        };
         let advertise_host = match args.advertise_host.clone().or(file.advertise_host) {
             Some(h) => h,
             None if bind.is_unspecified() => {
@@ -657,6 +684,7 @@ impl Config {
             bind,
             http_port,
             grpc_port,
+            resp_port,
             node_name,
             advertise_host,
             etcd,
@@ -741,6 +769,14 @@ impl Config {
         }
         if self.http_port == self.grpc_port {
             return Err(invalid("--grpc-port", "must differ from --http-port"));
+        }
+        if self.resp_port != 0
+            && (self.resp_port == self.http_port || self.resp_port == self.grpc_port)
+        {
+            return Err(invalid(
+                "--resp-port",
+                "must differ from --http-port and --grpc-port",
+            ));
         }
         if self.node_name.is_empty() || self.node_name.contains('/') {
             return Err(invalid(
@@ -1032,6 +1068,41 @@ mod tests {
         assert_eq!(parse_cpu_list("3,1,1"), Ok(vec![1, 3]));
         assert!(parse_cpu_list("2-1").is_err());
         assert!(parse_cpu_list("a").is_err());
+    }
+
+    #[test]
+    fn resp_port_defaults_beside_grpc_and_can_be_turned_off() {
+        let online = [0, 1];
+        let args = ServeArgs {
+            http_port: Some(7000),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args, &online).unwrap();
+        assert_eq!((c.grpc_port, c.resp_port), (8000, 9000));
+        assert_eq!(
+            c.resp_addr(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9000)))
+        );
+        assert!(c.to_toml().contains("resp_port = 9000"));
+        let off = ServeArgs {
+            resp_port: Some(0),
+            ..args.clone()
+        };
+        let c = Config::resolve(&off, &online).unwrap();
+        assert_eq!((c.resp_addr(), c.advertised_resp()), (None, None));
+        let clash = ServeArgs {
+            resp_port: Some(8000),
+            ..args.clone()
+        };
+        let err = Config::resolve(&clash, &online).unwrap_err().to_string();
+        assert!(err.contains("--resp-port"), "{err}");
+        let past = ServeArgs {
+            http_port: Some(64000),
+            grpc_port: Some(1000),
+            ..Default::default()
+        };
+        let err = Config::resolve(&past, &online).unwrap_err().to_string();
+        assert!(err.contains("--resp-port"), "{err}");
     }
 
     #[test]

@@ -81,6 +81,32 @@ pub const LATENCY_BUCKETS: [f64; 20] = [
 ];
 const N_OPS: usize = OpKind::ALL.len();
 
+/// The client protocol a request came in on (the `protocol` label of
+/// `nexuscache_requests_total` and its histogram).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Http = 0,
+    Grpc = 1,
+    /// The Redis protocol; its outcomes are counted under the HTTP status
+    /// the same outcome gets (200 done, 404 nil read, 400 refused command,
+    /// 401 NOAUTH/WRONGPASS, 5xx failures), so one family covers all.
+    Resp = 2,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::Http, Protocol::Grpc, Protocol::Resp];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+            Protocol::Resp => "resp",
+        }
+    }
+}
+
+const N_PROTOCOLS: usize = Protocol::ALL.len();
+
 /// How a request to a peer node ended, as a bounded label value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PeerOutcome {
@@ -259,10 +285,12 @@ pub struct CoreMetrics {
     peer_requests: RefCell<HashMap<PeerOutcomeKey, u64>>,
     peer_latency: RefCell<HashMap<PeerKey, LatencyCounts>>,
     ring_members: Cell<u64>,
-    requests: [[Cell<u64>; STATUS_SLOTS]; N_OPS],
-    /// Per op: non-cumulative bucket counts, the last slot is +Inf.
-    latency_buckets: [[Cell<u64>; LATENCY_BUCKETS.len() + 1]; N_OPS],
-    latency_sum: [Cell<f64>; N_OPS],
+    /// Per protocol, op and status slot.
+    requests: [[[Cell<u64>; STATUS_SLOTS]; N_OPS]; N_PROTOCOLS],
+    /// Per protocol and op: non-cumulative bucket counts, the last slot is
+    /// +Inf.
+    latency_buckets: [[[Cell<u64>; LATENCY_BUCKETS.len() + 1]; N_OPS]; N_PROTOCOLS],
+    latency_sum: [[Cell<f64>; N_OPS]; N_PROTOCOLS],
     cross_core: Cell<u64>,
     /// Ops other nodes forwarded here (reads, writes, replica updates), by
     /// [`Landing`].
@@ -305,11 +333,24 @@ fn bump(cell: &Cell<u64>, by: u64) {
 }
 
 impl CoreMetrics {
+    /// An HTTP request answered.
     pub fn record_request(&self, op: OpKind, status: u16, elapsed: Duration) {
-        bump(&self.requests[op.index()][status_slot(status)], 1);
+        self.record_request_on(Protocol::Http, op, status, elapsed);
+    }
+
+    /// A request answered on `protocol`.
+    pub fn record_request_on(
+        &self,
+        protocol: Protocol,
+        op: OpKind,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let p = protocol as usize;
+        bump(&self.requests[p][op.index()][status_slot(status)], 1);
         let secs = elapsed.as_secs_f64();
-        bump(&self.latency_buckets[op.index()][bucket_of(secs)], 1);
-        let sum = &self.latency_sum[op.index()];
+        bump(&self.latency_buckets[p][op.index()][bucket_of(secs)], 1);
+        let sum = &self.latency_sum[p][op.index()];
         sum.set(sum.get() + secs);
     }
 
@@ -414,14 +455,26 @@ impl CoreMetrics {
             requests: self
                 .requests
                 .iter()
-                .map(|row| row.iter().map(Cell::get).collect())
+                .map(|ops| {
+                    ops.iter()
+                        .map(|row| row.iter().map(Cell::get).collect())
+                        .collect()
+                })
                 .collect(),
             latency_buckets: self
                 .latency_buckets
                 .iter()
-                .map(|row| row.iter().map(Cell::get).collect())
+                .map(|ops| {
+                    ops.iter()
+                        .map(|row| row.iter().map(Cell::get).collect())
+                        .collect()
+                })
                 .collect(),
-            latency_sum: self.latency_sum.iter().map(Cell::get).collect(),
+            latency_sum: self
+                .latency_sum
+                .iter()
+                .map(|ops| ops.iter().map(Cell::get).collect())
+                .collect(),
             cross_core: self.cross_core.get(),
             forwarded_landed: self.forwarded_landed.each_ref().map(Cell::get),
             announcements: self.announcements.each_ref().map(Cell::get),
@@ -471,9 +524,11 @@ impl CoreMetrics {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CoreSnapshot {
     pub core: usize,
-    pub requests: Vec<Vec<u64>>,
-    pub latency_buckets: Vec<Vec<u64>>,
-    pub latency_sum: Vec<f64>,
+    /// Indexed `[protocol][op][status slot]`.
+    pub requests: Vec<Vec<Vec<u64>>>,
+    /// Indexed `[protocol][op][bucket]`.
+    pub latency_buckets: Vec<Vec<Vec<u64>>>,
+    pub latency_sum: Vec<Vec<f64>>,
     pub cross_core: u64,
     pub forwarded_landed: [u64; 2],
     pub announcements: [u64; 3],
@@ -486,6 +541,15 @@ pub struct CoreSnapshot {
     pub peer_latency: Vec<(String, OpKind, LatencyCounts)>,
     pub ring_members: u64,
     pub tiers: TierSnapshot,
+}
+
+impl CoreSnapshot {
+    /// Requests this core answered on `protocol`, every op and status.
+    pub fn requests_of(&self, protocol: Protocol) -> u64 {
+        self.requests
+            .get(protocol as usize)
+            .map_or(0, |ops| ops.iter().flatten().sum())
+    }
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -581,47 +645,67 @@ pub fn render(cores: &[(ShardStats, CoreSnapshot)]) -> String {
     let mut latencies = Vec::new();
     for (_, snap) in cores {
         let core = snap.core.to_string();
-        for op in OpKind::ALL {
-            let Some(row) = snap.requests.get(op.index()) else {
-                continue;
-            };
-            for (slot, &n) in row.iter().enumerate().filter(|(_, n)| **n > 0) {
-                requests.push(counter(
+        for protocol in Protocol::ALL {
+            let p = protocol as usize;
+            for op in OpKind::ALL {
+                let Some(row) = snap.requests.get(p).and_then(|ops| ops.get(op.index())) else {
+                    continue;
+                };
+                for (slot, &n) in row.iter().enumerate().filter(|(_, n)| **n > 0) {
+                    requests.push(counter(
+                        vec![
+                            label("core", &core),
+                            label("protocol", protocol.label()),
+                            label("op", op.label()),
+                            label("status", &status_label(slot)),
+                        ],
+                        n,
+                    ));
+                }
+                let Some(buckets) = snap
+                    .latency_buckets
+                    .get(p)
+                    .and_then(|ops| ops.get(op.index()))
+                else {
+                    continue;
+                };
+                let total: u64 = buckets.iter().sum();
+                // Series for ops a core never served would be noise; keep
+                // the ones that carry data, plus HTTP get/set so dashboards
+                // always resolve.
+                if total == 0
+                    && !(protocol == Protocol::Http && matches!(op, OpKind::Get | OpKind::Set))
+                {
+                    continue;
+                }
+                let sum = snap
+                    .latency_sum
+                    .get(p)
+                    .and_then(|ops| ops.get(op.index()))
+                    .copied()
+                    .unwrap_or(0.0);
+                let m = histogram(
                     vec![
                         label("core", &core),
+                        label("protocol", protocol.label()),
                         label("op", op.label()),
-                        label("status", &status_label(slot)),
                     ],
-                    n,
-                ));
+                    buckets,
+                    sum,
+                );
+                latencies.push(m);
             }
-            let Some(buckets) = snap.latency_buckets.get(op.index()) else {
-                continue;
-            };
-            let total: u64 = buckets.iter().sum();
-            // Families for ops a core never served would be noise; keep the
-            // ones that carry data, plus get/set so dashboards always resolve.
-            if total == 0 && !matches!(op, OpKind::Get | OpKind::Set) {
-                continue;
-            }
-            let sum = snap.latency_sum.get(op.index()).copied().unwrap_or(0.0);
-            let m = histogram(
-                vec![label("core", &core), label("op", op.label())],
-                buckets,
-                sum,
-            );
-            latencies.push(m);
         }
     }
     families.push(family(
         "nexuscache_requests_total",
-        "HTTP requests answered, by operation and status code.",
+        "Client requests answered, by protocol (http, grpc, resp), operation and status code (Redis commands: the HTTP status of the same outcome).",
         MetricType::COUNTER,
         requests,
     ));
     families.push(family(
         "nexuscache_request_duration_seconds",
-        "Time from a request's complete arrival to its response being queued, by operation.",
+        "Time from a request's complete arrival to its response being queued, by protocol and operation.",
         MetricType::HISTOGRAM,
         latencies,
     ));
@@ -955,7 +1039,9 @@ mod tests {
                 .count();
             assert_eq!(type_lines, 1, "{name} declared once");
         }
-        assert!(text.contains(r#"nexuscache_requests_total{core="1",op="get",status="404"} 1"#));
+        assert!(text.contains(
+            r#"nexuscache_requests_total{core="1",protocol="http",op="get",status="404"} 1"#
+        ));
         assert!(text.contains(r#"op="set",status="other"} 1"#));
         assert!(text.contains(r#"nexuscache_cache_size_bytes{core="0"} 300"#));
     }
@@ -964,14 +1050,38 @@ mod tests {
     fn histogram_buckets_are_cumulative_and_resolve_microseconds() {
         let text = render(&sample());
         assert!(text.contains(
-            r#"nexuscache_request_duration_seconds_bucket{core="0",op="get",le="0.000005"} 1"#
+            r#"nexuscache_request_duration_seconds_bucket{core="0",protocol="http",op="get",le="0.000005"} 1"#
         ));
         assert!(text.contains(
-            r#"nexuscache_request_duration_seconds_bucket{core="0",op="get",le="0.0025"} 2"#
+            r#"nexuscache_request_duration_seconds_bucket{core="0",protocol="http",op="get",le="0.0025"} 2"#
         ));
         assert!(text.contains(
-            r#"nexuscache_request_duration_seconds_bucket{core="0",op="set",le="+Inf"} 1"#
+            r#"nexuscache_request_duration_seconds_bucket{core="0",protocol="http",op="set",le="+Inf"} 1"#
         ));
+    }
+
+    #[test]
+    fn requests_are_labelled_by_protocol() {
+        let m = CoreMetrics::default();
+        m.record_request(OpKind::Get, 200, Duration::from_micros(3));
+        m.record_request_on(Protocol::Resp, OpKind::Get, 404, Duration::from_micros(3));
+        m.record_request_on(Protocol::Resp, OpKind::Set, 200, Duration::from_micros(3));
+        let snap = m.snapshot(0);
+        assert_eq!(snap.requests_of(Protocol::Resp), 2);
+        assert_eq!(snap.requests_of(Protocol::Http), 1);
+        assert_eq!(snap.requests_of(Protocol::Grpc), 0);
+        let text = render(&[(ShardStats::default(), snap)]);
+        assert!(text.contains(
+            r#"nexuscache_requests_total{core="0",protocol="resp",op="get",status="404"} 1"#
+        ));
+        assert!(text.contains(
+            r#"nexuscache_requests_total{core="0",protocol="http",op="get",status="200"} 1"#
+        ));
+        assert!(text.contains(
+            r#"nexuscache_request_duration_seconds_count{core="0",protocol="resp",op="set"} 1"#
+        ));
+        // No empty series for a protocol that served nothing.
+        assert!(!text.contains(r#"protocol="grpc""#));
     }
 
     #[test]

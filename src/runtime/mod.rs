@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! main thread (control): start cores -> wait until all bound -> wait for SIGTERM/SIGINT
-//!   core i (glommio, pinned): join meshes -> bind :port (SO_REUSEPORT) -> accept loop
+//!   core i (glommio, pinned): join meshes -> bind the HTTP, gRPC and RESP ports
+//!                             (SO_REUSEPORT) -> accept loops
 //!                             mesh receivers: execute ops other cores send here
 //!                             handoff receivers: serve peer connections other cores accepted for us
 //!                             housekeeping: TTL sweep, watch the lifecycle flags
@@ -42,6 +43,7 @@ use self::lifecycle::Lifecycle;
 use self::log_limit::{Backoff, LogLimiter};
 use crate::api::grpc::{read_opening, serve_grpc_connection_after, Opening};
 use crate::api::http::conn::serve_connection;
+use crate::api::resp::serve_resp_connection;
 use crate::config::Config;
 use crate::control::{self, ControlClient, ControlConfig, RingBoard};
 use crate::error::StartupError;
@@ -100,6 +102,10 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
     platform::raise_nofile(config.max_connections);
     ensure_port_free(config.http_addr())?;
     ensure_port_free(config.grpc_addr())?;
+    if let Some(addr) = config.resp_addr() {
+        ensure_port_free(addr)?;
+    }
+    crate::api::resp::mark_started();
 
     let me = Member {
         name: config.node_name.as_str().into(),
@@ -191,6 +197,7 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
         node = %config.node_name,
         http = %config.http_addr(),
         grpc = %config.grpc_addr(),
+        resp = %config.resp_addr().map_or_else(|| "off".to_string(), |a| a.to_string()),
         cores = config.cores(),
         cpus = ?config.cpus,
         max_memory = config.max_memory,
@@ -353,7 +360,20 @@ async fn run_core(
     let grpc_fd = grpc_listener.as_raw_fd();
     // SAFETY: as for the HTTP listener above.
     let grpc_listener = unsafe { TcpListener::from_raw_fd(grpc_listener.into_raw_fd()) };
-    // One warning budget for both ports: a core out of fds fails both.
+    let mut listener_fds = vec![listener_fd, grpc_fd];
+    let resp_listener = match config.resp_addr().map(|addr| (addr, bind_shared(addr))) {
+        None => None,
+        Some((_, Ok(l))) => {
+            listener_fds.push(l.as_raw_fd());
+            // SAFETY: as for the HTTP listener above.
+            Some(unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) })
+        }
+        Some((addr, Err(source))) => {
+            let _ = report.send(Err(StartupError::Bind { addr, source }));
+            return;
+        }
+    };
+    // One warning budget for every port: a core out of fds fails them all.
     let accept_warnings = Rc::new(RefCell::new(LogLimiter::new(ACCEPT_WARN_PERIOD)));
     let grpc_accept = glommio::spawn_local(accept_loop(
         core.clone(),
@@ -361,11 +381,22 @@ async fn run_core(
         Port::Grpc(handoff_senders),
         accept_warnings.clone(),
     ));
-    let housekeeping = glommio::spawn_local(housekeeping(core.clone(), [listener_fd, grpc_fd]));
+    let resp_accept = resp_listener.map(|listener| {
+        glommio::spawn_local(accept_loop(
+            core.clone(),
+            listener,
+            Port::Resp,
+            accept_warnings.clone(),
+        ))
+    });
+    let housekeeping = glommio::spawn_local(housekeeping(core.clone(), listener_fds));
     let _ = report.send(Ok(id));
 
     accept_loop(core.clone(), listener, Port::Http, accept_warnings).await;
     grpc_accept.await;
+    if let Some(resp_accept) = resp_accept {
+        resp_accept.await;
+    }
     debug!(core = id, "listener closed; draining connections");
 
     let deadline = Instant::now() + config.shutdown_grace();
@@ -397,6 +428,8 @@ async fn run_core(
 enum Port {
     Http,
     Grpc(Rc<Senders<Handoff>>),
+    /// The Redis protocol.
+    Resp,
 }
 
 impl Port {
@@ -404,6 +437,7 @@ impl Port {
         match self {
             Port::Http => "http",
             Port::Grpc(_) => "grpc",
+            Port::Resp => "resp",
         }
     }
 }
@@ -497,7 +531,7 @@ fn adopt_connection(core: &Rc<Core>, handoff: Handoff) {
 /// One core's accept loop for one port, until the listener is shut down.
 ///
 /// Every connection counts against the core's share of `--max-connections`
-/// (HTTP and gRPC together); one past it is closed at once, before any
+/// (HTTP, gRPC and RESP together); one past it is closed at once, before any
 /// task or buffer exists for it. A failed accept (EMFILE/ENFILE when the
 /// process is out of file descriptors) pauses this loop for 1 ms, doubling
 /// up to 100 ms while failures go on, so the core keeps serving its other
@@ -528,6 +562,11 @@ async fn accept_loop(
                 match &port {
                     Port::Http => glommio::spawn_local(async move {
                         serve_connection(task_core, stream).await;
+                        drop(permit);
+                    })
+                    .detach(),
+                    Port::Resp => glommio::spawn_local(async move {
+                        serve_resp_connection(task_core, stream).await;
                         drop(permit);
                     })
                     .detach(),
@@ -590,7 +629,7 @@ mod fault {
 }
 
 /// Per-core background work: expire entries and follow the lifecycle.
-async fn housekeeping(core: Rc<Core>, listener_fds: [std::os::fd::RawFd; 2]) {
+async fn housekeeping(core: Rc<Core>, listener_fds: Vec<std::os::fd::RawFd>) {
     let sweep_every = core.config.sweep_interval();
     let mut next_sweep = Instant::now() + sweep_every;
     let mut listeners_shut = false;
@@ -608,7 +647,7 @@ async fn housekeeping(core: Rc<Core>, listener_fds: [std::os::fd::RawFd; 2]) {
             // closed, and the fd numbers may belong to new sockets (peer
             // connections made while draining).
             if !listeners_shut {
-                for fd in listener_fds {
+                for &fd in &listener_fds {
                     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
                 }
                 listeners_shut = true;

@@ -1,0 +1,1291 @@
+//! The Redis protocol front end: one RESP2/RESP3 client connection on one
+//! core, from bytes to typed commands ([`crate::resp`]) to ops
+//! ([`Core::call`]) and back to reply bytes.
+//!
+//! Framing, pipelining and bounds follow the HTTP connection loop: every
+//! whole command already read is answered, in order, before the next read,
+//! and the replies of a batch leave in one write. A batch stops once its
+//! unsent replies pass `Config::max_unsent_bytes` (nothing more is read or
+//! answered until they are written), and a command still arriving may hold
+//! at most that many bytes too (its length lines are checked before the
+//! bytes come: see [`crate::resp::parse`]). What a connection holds is
+//! charged to the core's share of `--max-connection-memory`. Values are
+//! copied into the output buffer (no vectored write yet).
+//!
+//! Every key command runs through the engine (`Core::call`), so hot
+//! copies, singleflight and read-through apply as they do to HTTP. Multi-key
+//! commands (`MGET`, `MSET`, `DEL`, `EXISTS`) run their keys concurrently,
+//! each on its owner, and answer in the order of the keys.
+//!
+//! Commands that read, decide and write one key atomically (`SET NX|XX|GET|
+//! KEEPTTL`, `SETNX`, `GETSET`, `GETDEL`, `GETEX`, `APPEND`, `INCR*`,
+//! `DECR*`, `EXPIRE*`, `PERSIST`) need an operation on the key's owner that
+//! the engine does not have yet; they are refused with one error line that
+//! says so, never emulated with a racy read-then-write.
+
+use std::fmt::Write as _;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use tracing::debug;
+
+use crate::error::ApiError;
+use crate::metrics::{OpKind, Protocol as MetricProtocol};
+use crate::ops::MAX_TTL_SECONDS;
+use crate::ops::{Hit, Op, Reply};
+use crate::resp::command::{
+    messages, ClientAttribute, Command, CommandError, CommandLimits, CommandQuery, Credentials,
+    Expiry, Key, TimeUnit,
+};
+use crate::resp::table;
+use crate::resp::{Limits, Parsed, Protocol, ReplyWriter, RequestParser};
+use crate::runtime::core::{Core, Deadline};
+
+/// What a connection reads per system call, and the size its buffers
+/// shrink back to.
+pub const READ_CHUNK: usize = 16 * 1024;
+/// The Redis version clients are told they talk to: the command set and
+/// replies follow Redis 7.2.
+pub const REDIS_VERSION: &str = "7.2.0";
+
+/// When the process started, for `INFO`'s uptime.
+static STARTED: OnceLock<(Instant, SystemTime)> = OnceLock::new();
+
+/// Records the start time (called once by the runtime at start-up; the
+/// first connection does it otherwise).
+pub fn mark_started() {
+    STARTED.get_or_init(|| (Instant::now(), SystemTime::now()));
+}
+
+fn uptime() -> Duration {
+    STARTED
+        .get_or_init(|| (Instant::now(), SystemTime::now()))
+        .0
+        .elapsed()
+}
+
+/// One connection's protocol state (what `RESET` clears).
+struct Session {
+    /// Unique on this node: `CLIENT ID`.
+    id: u64,
+    protocol: Protocol,
+    authenticated: bool,
+    name: Option<Bytes>,
+    lib_name: Option<Bytes>,
+    lib_ver: Option<Bytes>,
+    opened: Instant,
+    peer: String,
+    local: String,
+    fd: i32,
+    /// The last command's full name, for `CLIENT INFO`.
+    last_command: &'static str,
+}
+
+impl Session {
+    fn reset(&mut self, token_required: bool) {
+        self.protocol = Protocol::Resp2;
+        self.authenticated = !token_required;
+        self.name = None;
+        self.lib_name = None;
+        self.lib_ver = None;
+    }
+}
+
+/// Whether the connection goes on after a command's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// A command's outcome for the request metrics, in HTTP status terms so
+/// the protocols share one family (`nexuscache_requests_total`).
+struct Outcome {
+    op: OpKind,
+    status: u16,
+    flow: Flow,
+}
+
+impl Outcome {
+    fn new(op: OpKind, status: u16) -> Outcome {
+        Outcome {
+            op,
+            status,
+            flow: Flow::Continue,
+        }
+    }
+}
+
+pub async fn serve_resp_connection(core: Rc<Core>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
+    let (id, deadline) = core.register_connection(fd);
+    let mut session = Session {
+        id: id
+            .saturating_mul(core.cores as u64)
+            .saturating_add(core.id as u64 + 1),
+        protocol: Protocol::Resp2,
+        authenticated: !core.config.credentials.token_required(),
+        name: None,
+        lib_name: None,
+        lib_ver: None,
+        opened: Instant::now(),
+        peer: stream
+            .peer_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string()),
+        local: stream
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string()),
+        fd,
+        last_command: "NULL",
+    };
+    let mut buffers = Buffers::new(&core);
+    if let Err(e) = run(&core, &mut stream, &deadline, &mut buffers, &mut session).await {
+        debug!(core = core.id, "RESP connection ended: {e}");
+    }
+    drop(buffers);
+    core.unregister_connection(id);
+}
+
+/// A connection's buffers, charged to the core's connection budget;
+/// dropping it gives the charge back.
+struct Buffers<'a> {
+    core: &'a Core,
+    input: BytesMut,
+    /// Reads land here first: only the bytes received are copied into
+    /// `input`, never a zero-filled spare area per read.
+    scratch: Vec<u8>,
+    out: Vec<u8>,
+    /// Bytes of the command being read that the parser already moved out
+    /// of `input` (whole arguments of a command cut short).
+    partial: usize,
+    reported: usize,
+}
+
+impl<'a> Buffers<'a> {
+    fn new(core: &'a Core) -> Buffers<'a> {
+        let mut buffers = Buffers {
+            core,
+            input: BytesMut::with_capacity(READ_CHUNK),
+            scratch: vec![0; READ_CHUNK],
+            out: Vec::with_capacity(READ_CHUNK),
+            partial: 0,
+            reported: 0,
+        };
+        buffers.account();
+        buffers
+    }
+
+    fn held(&self) -> usize {
+        self.input.capacity() + self.scratch.len() + self.out.capacity() + self.partial
+    }
+
+    fn account(&mut self) {
+        let held = self.held();
+        if held != self.reported {
+            let grown = held.saturating_sub(self.reported);
+            let shrunk = self.reported.saturating_sub(held);
+            self.core.metrics.connection_buffers_changed(grown, shrunk);
+            self.reported = held;
+        }
+    }
+
+    /// After a write: buffers that grew for one large command or batch go
+    /// back to their idle size.
+    fn settle(&mut self) {
+        self.out.clear();
+        if self.out.capacity() > READ_CHUNK {
+            self.out = Vec::with_capacity(READ_CHUNK);
+        }
+        if self.input.capacity() > 4 * READ_CHUNK && self.input.len() <= READ_CHUNK {
+            let mut small = BytesMut::with_capacity(READ_CHUNK);
+            small.extend_from_slice(&self.input);
+            self.input = small;
+        }
+        self.account();
+    }
+}
+
+impl Drop for Buffers<'_> {
+    fn drop(&mut self) {
+        self.core
+            .metrics
+            .connection_buffers_changed(0, std::mem::take(&mut self.reported));
+    }
+}
+
+async fn run(
+    core: &Rc<Core>,
+    stream: &mut TcpStream,
+    deadline: &Deadline,
+    buffers: &mut Buffers<'_>,
+    session: &mut Session,
+) -> io::Result<()> {
+    let max_unsent = core.config.max_unsent_bytes();
+    // A command may hold as much as a batch of replies may: two of the
+    // largest values (at least 4 MiB), what the node's connection budget
+    // is validated to give every connection.
+    let max_command = max_unsent;
+    let node_limits = Limits::new(core.config.max_value_bytes);
+    let command_limits = CommandLimits {
+        max_key_bytes: core.config.max_key_bytes,
+        max_value_bytes: core.config.max_value_bytes,
+    };
+    let mut parser = RequestParser::new();
+    let mut partial_since: Option<Instant> = None;
+    let mut needed: Option<usize> = None;
+    loop {
+        let mut close = false;
+        let mut over_cap = false;
+        loop {
+            if buffers.out.len() >= max_unsent
+                || (!buffers.out.is_empty() && core.connection_memory_exhausted(0))
+            {
+                over_cap = true;
+                break;
+            }
+            let limits = if session.authenticated {
+                node_limits
+            } else {
+                node_limits.unauthenticated()
+            };
+            let before = buffers.input.len();
+            match parser.parse(&mut buffers.input, &limits) {
+                Ok(Parsed::Request(args)) => {
+                    buffers.partial = 0;
+                    needed = None;
+                    let started = Instant::now();
+                    let outcome =
+                        execute(core, session, &args, &command_limits, &mut buffers.out).await;
+                    core.metrics.record_request_on(
+                        MetricProtocol::Resp,
+                        outcome.op,
+                        outcome.status,
+                        started.elapsed(),
+                    );
+                    buffers.account();
+                    if outcome.flow == Flow::Close {
+                        close = true;
+                        break;
+                    }
+                }
+                Ok(Parsed::Incomplete { needed: more }) => {
+                    buffers.partial += before.saturating_sub(buffers.input.len());
+                    needed = more;
+                    let claimed = buffers
+                        .partial
+                        .saturating_add(buffers.input.len())
+                        .saturating_add(more.unwrap_or(0));
+                    if claimed > max_command {
+                        let mut w = ReplyWriter::new(&mut buffers.out, session.protocol);
+                        w.error(&format!(
+                            "ERR Protocol error: command over the {max_command}-byte limit"
+                        ));
+                        core.metrics.record_request_on(
+                            MetricProtocol::Resp,
+                            OpKind::Other,
+                            413,
+                            Duration::ZERO,
+                        );
+                        close = true;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    ReplyWriter::new(&mut buffers.out, session.protocol).error(&e.to_string());
+                    core.metrics.record_request_on(
+                        MetricProtocol::Resp,
+                        OpKind::Other,
+                        400,
+                        Duration::ZERO,
+                    );
+                    close = true;
+                    break;
+                }
+            }
+        }
+        buffers.account();
+        if !buffers.out.is_empty() {
+            write_out(stream, &buffers.out, deadline, core.config.idle_timeout()).await?;
+        }
+        // Draining: what was read is answered; then the connection closes.
+        if close || core.is_draining() {
+            return Ok(());
+        }
+        buffers.settle();
+        if over_cap {
+            continue;
+        }
+        // A command started must arrive whole within the header timeout
+        // (not per read), or a client trickling bytes holds the connection.
+        let now = Instant::now();
+        let until = if buffers.input.is_empty() && parser.is_idle() {
+            partial_since = None;
+            now + core.config.idle_timeout()
+        } else {
+            *partial_since.get_or_insert(now) + core.config.header_timeout()
+        };
+        if until <= now {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "command not completed within the header timeout",
+            ));
+        }
+        deadline.set(Some(until));
+        // Room for the rest of a bulk whose length is known, at once.
+        let want = needed.unwrap_or(0).max(READ_CHUNK);
+        let spare = buffers.input.capacity() - buffers.input.len();
+        let growth = if spare >= want {
+            0
+        } else {
+            want.max(buffers.input.capacity())
+        };
+        if growth > 0 && core.connection_memory_exhausted(growth) {
+            if let Err(e) = wait_for_connection_memory(core, growth).await {
+                buffers.out.clear();
+                ReplyWriter::new(&mut buffers.out, session.protocol).error(&api_error_line(&e));
+                write_out(stream, &buffers.out, deadline, core.config.idle_timeout()).await?;
+                return Ok(());
+            }
+        }
+        if growth > 0 {
+            buffers.input.reserve(want);
+            buffers.account();
+        }
+        let n = stream.read(&mut buffers.scratch).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buffers.input.extend_from_slice(&buffers.scratch[..n]);
+        buffers.account();
+    }
+}
+
+/// Waits until the core's connections hold less than their share of
+/// `--max-connection-memory` (with `extra` more bytes), at most a header
+/// timeout (as the HTTP connection does).
+async fn wait_for_connection_memory(core: &Core, extra: usize) -> Result<(), ApiError> {
+    const POLL: Duration = Duration::from_millis(2);
+    let give_up = Instant::now() + core.config.header_timeout();
+    while core.connection_memory_exhausted(extra) {
+        if Instant::now() >= give_up {
+            return Err(ApiError::ConnectionMemoryExhausted {
+                budget: core.config.connection_memory_per_core(),
+            });
+        }
+        glommio::timer::sleep(POLL).await;
+    }
+    Ok(())
+}
+
+/// Writes `out` whole; each write that makes progress moves the deadline
+/// an idle timeout on, so a client that stops reading is reaped.
+async fn write_out(
+    stream: &mut TcpStream,
+    out: &[u8],
+    deadline: &Deadline,
+    idle_timeout: Duration,
+) -> io::Result<()> {
+    let mut written = 0;
+    while written < out.len() {
+        deadline.set(Some(Instant::now() + idle_timeout));
+        let n = stream.write(&out[written..]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        written += n;
+    }
+    Ok(())
+}
+
+/// The one-line error a failed op is answered with: `ApiError`'s text
+/// (the same words HTTP and gRPC use) after Redis's `ERR` code.
+pub fn api_error_line(err: &ApiError) -> String {
+    format!("ERR {err}")
+}
+
+/// The error line for a reply that is not the answer the op should get,
+/// and the HTTP status the same failure gets (for the request metrics).
+fn failure(reply: Reply) -> (String, u16) {
+    let err = ApiError::from_reply(reply)
+        .unwrap_or_else(|| ApiError::Internal("unexpected reply from the owning core".into()));
+    (api_error_line(&err), err.status())
+}
+
+/// Commands that need an atomic read-modify-write on the key's owner.
+fn not_available_yet(name: &str) -> String {
+    format!(
+        "ERR '{name}' is not available in this NexusCache version yet (it needs an atomic \
+         operation on the key's owner)"
+    )
+}
+
+fn op_kind_of(command: &Command) -> OpKind {
+    match command {
+        Command::Get { .. }
+        | Command::MGet { .. }
+        | Command::Exists { .. }
+        | Command::Type { .. }
+        | Command::StrLen { .. }
+        | Command::Ttl { .. } => OpKind::Get,
+        Command::Set { .. } | Command::MSet { .. } | Command::SetHot { .. } => OpKind::Set,
+        Command::Del { .. } => OpKind::Delete,
+        _ => OpKind::Other,
+    }
+}
+
+/// Runs one request and writes its reply.
+async fn execute(
+    core: &Rc<Core>,
+    session: &mut Session,
+    args: &[Bytes],
+    limits: &CommandLimits,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    let protocol = session.protocol;
+    // Redis answers an unknown command or a wrong arity before it asks
+    // for authentication; any other command needs it first.
+    if !session.authenticated {
+        if let Some(spec) = args.first().and_then(|name| table::lookup(name)) {
+            if spec.arity_allows(args.len()) && !spec.allowed_without_auth() {
+                core.metrics.record_auth_failure();
+                ReplyWriter::new(out, protocol).error(messages::NOAUTH);
+                return Outcome::new(OpKind::Other, 401);
+            }
+        }
+    }
+    let command = match Command::parse(args, limits) {
+        Ok(command) => command,
+        Err(e) => return refuse(out, protocol, &e),
+    };
+    session.last_command = command.name();
+    let op = op_kind_of(&command);
+    let mut outcome = Outcome::new(op, 200);
+    let name = args
+        .first()
+        .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
+        .unwrap_or_default();
+    match command {
+        Command::Ping { message } => {
+            let mut w = ReplyWriter::new(out, protocol);
+            match message {
+                None => w.simple(b"PONG"),
+                Some(message) => w.bulk(&message),
+            }
+        }
+        Command::Echo { message } => ReplyWriter::new(out, protocol).bulk(&message),
+        Command::Quit => {
+            ReplyWriter::new(out, protocol).simple(b"OK");
+            outcome.flow = Flow::Close;
+        }
+        Command::Reset => {
+            session.reset(core.config.credentials.token_required());
+            ReplyWriter::new(out, protocol).simple(b"RESET");
+        }
+        Command::Hello {
+            protocol: wanted,
+            auth,
+            client_name,
+        } => {
+            if let Some(credentials) = &auth {
+                if let Err(line) = authenticate(core, session, credentials) {
+                    ReplyWriter::new(out, protocol).error(line);
+                    return Outcome::new(OpKind::Other, 401);
+                }
+            } else if !session.authenticated {
+                core.metrics.record_auth_failure();
+                ReplyWriter::new(out, protocol).error(messages::HELLO_NOAUTH);
+                return Outcome::new(OpKind::Other, 401);
+            }
+            if let Some(wanted) = wanted {
+                session.protocol = wanted;
+            }
+            if let Some(name) = client_name {
+                session.name = Some(name);
+            }
+            write_hello(&mut ReplyWriter::new(out, session.protocol), session);
+        }
+        Command::Auth(credentials) => match authenticate(core, session, &credentials) {
+            Ok(()) => ReplyWriter::new(out, protocol).simple(b"OK"),
+            Err(line) => {
+                ReplyWriter::new(out, protocol).error(line);
+                outcome.status = 401;
+            }
+        },
+        Command::ClientSetName { name } => {
+            session.name = (!name.is_empty()).then_some(name);
+            ReplyWriter::new(out, protocol).simple(b"OK");
+        }
+        Command::ClientGetName => {
+            let mut w = ReplyWriter::new(out, protocol);
+            match &session.name {
+                Some(name) => w.bulk(name),
+                None => w.null(),
+            }
+        }
+        Command::ClientId => {
+            ReplyWriter::new(out, protocol).integer(i64::try_from(session.id).unwrap_or(i64::MAX))
+        }
+        Command::ClientInfo => {
+            let line = client_info(session);
+            ReplyWriter::new(out, protocol).verbatim(b"txt", line.as_bytes());
+        }
+        Command::ClientSetInfo { attribute, value } => {
+            match attribute {
+                ClientAttribute::LibName => session.lib_name = Some(value),
+                ClientAttribute::LibVer => session.lib_ver = Some(value),
+            }
+            ReplyWriter::new(out, protocol).simple(b"OK");
+        }
+        Command::Help { container } => {
+            table::write_help(&mut ReplyWriter::new(out, protocol), container)
+        }
+        Command::Select => ReplyWriter::new(out, protocol).simple(b"OK"),
+        Command::Command(query) => {
+            let mut w = ReplyWriter::new(out, protocol);
+            match query {
+                CommandQuery::All => table::write_command_info(&mut w, &[] as &[Bytes]),
+                CommandQuery::Count => {
+                    w.integer(i64::try_from(table::command_count()).unwrap_or(i64::MAX))
+                }
+                CommandQuery::Info(names) => table::write_command_info(&mut w, &names),
+                CommandQuery::Docs(names) => table::write_command_docs(&mut w, &names),
+            }
+        }
+        Command::Info { sections } => {
+            let text = info_text(core, &sections).await;
+            ReplyWriter::new(out, protocol).verbatim(b"txt", text.as_bytes());
+        }
+        Command::ConfigGet { parameters } => {
+            let pairs = config_get(core, &parameters);
+            let mut w = ReplyWriter::new(out, protocol);
+            w.map(pairs.len());
+            for (name, value) in pairs {
+                w.bulk(name.as_bytes());
+                w.bulk(value.as_bytes());
+            }
+        }
+        Command::DbSize => {
+            let items: u64 = core.snapshot_all().await.iter().map(|(s, _)| s.items).sum();
+            ReplyWriter::new(out, protocol).integer(i64::try_from(items).unwrap_or(i64::MAX));
+        }
+        Command::Time => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let mut w = ReplyWriter::new(out, protocol);
+            w.array(2);
+            w.bulk(now.as_secs().to_string().as_bytes());
+            w.bulk(now.subsec_micros().to_string().as_bytes());
+        }
+        Command::Get { key } => match core.call(Op::get(key)).await {
+            Reply::Value(Some(hit)) => ReplyWriter::new(out, protocol).bulk(&hit.value),
+            Reply::Value(None) => {
+                ReplyWriter::new(out, protocol).null();
+                outcome.status = 404;
+            }
+            other => fail(out, protocol, &mut outcome, other),
+        },
+        Command::Set {
+            key,
+            value,
+            expiry,
+            condition,
+            get,
+        } => {
+            if condition.is_some() || get || expiry == Some(Expiry::KeepTtl) {
+                let shown = if name == "set" {
+                    let option = match (condition, get) {
+                        (Some(c), _) => format!("set {c:?}").to_ascii_lowercase(),
+                        (None, true) => "set get".to_string(),
+                        (None, false) => "set keepttl".to_string(),
+                    };
+                    option
+                } else {
+                    name.clone()
+                };
+                return refuse_line(out, protocol, &not_available_yet(&shown));
+            }
+            write_one(
+                core,
+                out,
+                protocol,
+                &mut outcome,
+                &name,
+                key,
+                value,
+                expiry,
+                false,
+            )
+            .await;
+        }
+        Command::SetHot { key, value, expiry } => {
+            write_one(
+                core,
+                out,
+                protocol,
+                &mut outcome,
+                &name,
+                key,
+                value,
+                expiry,
+                true,
+            )
+            .await;
+        }
+        Command::SetNx { .. }
+        | Command::GetDel { .. }
+        | Command::GetEx { .. }
+        | Command::Append { .. }
+        | Command::IncrBy { .. }
+        | Command::Expire { .. }
+        | Command::Persist { .. } => {
+            return refuse_line(out, protocol, &not_available_yet(&name));
+        }
+        Command::MGet { keys } => {
+            let replies = fan_out(core, keys.into_iter().map(Op::get).collect()).await;
+            if let Some(failed) = first_failure(&replies) {
+                return fail_line(out, protocol, failure(failed_reply(failed)));
+            }
+            let mut w = ReplyWriter::new(out, protocol);
+            w.array(replies.len());
+            for reply in replies {
+                match reply {
+                    Reply::Value(Some(hit)) => w.bulk(&hit.value),
+                    _ => w.null(),
+                }
+            }
+        }
+        Command::MSet { pairs } => {
+            let ops = pairs
+                .into_iter()
+                .map(|(key, value)| Op::Set {
+                    key,
+                    value,
+                    ttl: Duration::ZERO,
+                    hot: false,
+                })
+                .collect();
+            let replies = fan_out(core, ops).await;
+            match replies.into_iter().find(|r| !matches!(r, Reply::Stored)) {
+                None => ReplyWriter::new(out, protocol).simple(b"OK"),
+                Some(other) => fail(out, protocol, &mut outcome, other),
+            }
+        }
+        Command::Del { keys } => {
+            let ops = keys.into_iter().map(|key| Op::Delete { key }).collect();
+            let replies = fan_out(core, ops).await;
+            let mut deleted = 0i64;
+            for reply in replies {
+                match reply {
+                    Reply::Deleted(true) => deleted += 1,
+                    Reply::Deleted(false) => {}
+                    other => return fail_line(out, protocol, failure(other)),
+                }
+            }
+            ReplyWriter::new(out, protocol).integer(deleted);
+        }
+        Command::Exists { keys } => {
+            let replies = fan_out(core, keys.into_iter().map(Op::get).collect()).await;
+            let mut found = 0i64;
+            for reply in replies {
+                match reply {
+                    Reply::Value(Some(_)) => found += 1,
+                    Reply::Value(None) => {}
+                    other => return fail_line(out, protocol, failure(other)),
+                }
+            }
+            ReplyWriter::new(out, protocol).integer(found);
+        }
+        Command::Type { key } => match core.call(Op::get(key)).await {
+            Reply::Value(found) => {
+                let kind: &[u8] = if found.is_some() { b"string" } else { b"none" };
+                ReplyWriter::new(out, protocol).simple(kind);
+            }
+            other => fail(out, protocol, &mut outcome, other),
+        },
+        Command::StrLen { key } => match core.call(Op::get(key)).await {
+            Reply::Value(found) => {
+                let len = found.map_or(0, |hit| hit.value.len());
+                ReplyWriter::new(out, protocol).integer(i64::try_from(len).unwrap_or(i64::MAX));
+            }
+            other => fail(out, protocol, &mut outcome, other),
+        },
+        Command::Ttl { key, unit } => match core.call(Op::get(key)).await {
+            Reply::Value(found) => {
+                let ttl = ttl_reply(found.as_ref(), unit, Instant::now());
+                ReplyWriter::new(out, protocol).integer(ttl);
+            }
+            other => fail(out, protocol, &mut outcome, other),
+        },
+        Command::Owner { key } => write_owner(core, out, protocol, &key),
+    }
+    outcome
+}
+
+/// `SET`, `SETEX`, `PSETEX`, `NEXUS.SETHOT`: one write, with the expiry
+/// turned into a TTL from now. An expiry already past deletes the key (as
+/// Redis does); one past NexusCache's three-day limit is refused.
+#[allow(clippy::too_many_arguments)]
+async fn write_one(
+    core: &Core,
+    out: &mut Vec<u8>,
+    protocol: Protocol,
+    outcome: &mut Outcome,
+    name: &str,
+    key: Key,
+    value: Bytes,
+    expiry: Option<Expiry>,
+    hot: bool,
+) {
+    let now_ms = unix_ms(SystemTime::now());
+    let ttl = match expiry.map(|e| ttl_from_now(e, now_ms)) {
+        None => Duration::ZERO,
+        Some(TtlFromNow::Ttl(ttl)) => ttl,
+        Some(TtlFromNow::Past) => {
+            return match core.call(Op::Delete { key }).await {
+                Reply::Deleted(_) => ReplyWriter::new(out, protocol).simple(b"OK"),
+                other => fail(out, protocol, outcome, other),
+            };
+        }
+        Some(TtlFromNow::TooLong) => {
+            let e = CommandError::InvalidExpireTime {
+                command: static_name(name),
+            };
+            ReplyWriter::new(out, protocol).error(&e.to_string());
+            outcome.status = 400;
+            return;
+        }
+    };
+    match core
+        .call(Op::Set {
+            key,
+            value,
+            ttl,
+            hot,
+        })
+        .await
+    {
+        Reply::Stored => ReplyWriter::new(out, protocol).simple(b"OK"),
+        other => fail(out, protocol, outcome, other),
+    }
+}
+
+/// The command names `InvalidExpireTime` can carry (it takes a static
+/// string, as Redis's own names are).
+fn static_name(name: &str) -> &'static str {
+    match name {
+        "setex" => "setex",
+        "psetex" => "psetex",
+        "nexus.sethot" => "nexus.sethot",
+        _ => "set",
+    }
+}
+
+/// A Redis expiry as NexusCache's TTL from now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlFromNow {
+    Ttl(Duration),
+    /// At or before now: the key is deleted.
+    Past,
+    /// Past the three-day limit ([`MAX_TTL_SECONDS`]).
+    TooLong,
+}
+
+/// `now_unix_ms`: the wall clock, which `EXAT`/`PXAT` are given in.
+pub fn ttl_from_now(expiry: Expiry, now_unix_ms: u64) -> TtlFromNow {
+    let Some(deadline) = expiry.deadline_unix_ms(now_unix_ms) else {
+        return TtlFromNow::Ttl(Duration::ZERO);
+    };
+    if deadline <= now_unix_ms {
+        return TtlFromNow::Past;
+    }
+    let ms = deadline - now_unix_ms;
+    if ms > MAX_TTL_SECONDS * 1000 {
+        return TtlFromNow::TooLong;
+    }
+    TtlFromNow::Ttl(Duration::from_millis(ms))
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    u64::try_from(
+        at.duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
+/// `TTL`/`PTTL` from a read: -2 missing, -1 no expiry, else what is left
+/// (seconds rounded to nearest, as Redis does).
+pub fn ttl_reply(found: Option<&Hit>, unit: TimeUnit, now: Instant) -> i64 {
+    let Some(hit) = found else { return -2 };
+    let Some(at) = hit.expires_at else { return -1 };
+    let left_ms = i64::try_from(at.saturating_duration_since(now).as_millis()).unwrap_or(i64::MAX);
+    match unit {
+        TimeUnit::Milliseconds => left_ms,
+        TimeUnit::Seconds => (left_ms + 500) / 1000,
+    }
+}
+
+/// Runs `ops` concurrently, each on its key's owner; replies in order.
+async fn fan_out(core: &Rc<Core>, mut ops: Vec<Op>) -> Vec<Reply> {
+    if ops.len() == 1 {
+        if let Some(op) = ops.pop() {
+            return vec![core.call(op).await];
+        }
+    }
+    let tasks: Vec<_> = ops
+        .into_iter()
+        .map(|op| {
+            let core = Rc::clone(core);
+            glommio::spawn_local(async move { core.call(op).await })
+        })
+        .collect();
+    let mut replies = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        replies.push(task.await);
+    }
+    replies
+}
+
+fn first_failure(replies: &[Reply]) -> Option<&Reply> {
+    replies.iter().find(|r| !matches!(r, Reply::Value(_)))
+}
+
+/// A copy of a failed reply's meaning, to build its error line.
+fn failed_reply(reply: &Reply) -> Reply {
+    match reply {
+        Reply::TooLarge(reason) => Reply::TooLarge(reason.clone()),
+        Reply::OwnerUnavailable { peer, reason } => Reply::OwnerUnavailable {
+            peer: peer.clone(),
+            reason: reason.clone(),
+        },
+        Reply::OriginFailed(reason) => Reply::OriginFailed(reason.clone()),
+        Reply::ReplicaNotUpdated { peer, reason } => Reply::ReplicaNotUpdated {
+            peer: peer.clone(),
+            reason: reason.clone(),
+        },
+        _ => Reply::Unavailable,
+    }
+}
+
+fn fail(out: &mut Vec<u8>, protocol: Protocol, outcome: &mut Outcome, reply: Reply) {
+    let (line, status) = failure(reply);
+    outcome.status = status;
+    ReplyWriter::new(out, protocol).error(&line);
+}
+
+fn fail_line(out: &mut Vec<u8>, protocol: Protocol, (line, status): (String, u16)) -> Outcome {
+    ReplyWriter::new(out, protocol).error(&line);
+    Outcome::new(OpKind::Other, status)
+}
+
+fn refuse(out: &mut Vec<u8>, protocol: Protocol, err: &CommandError) -> Outcome {
+    if !err.replies() {
+        let mut outcome = Outcome::new(OpKind::Other, 400);
+        outcome.flow = Flow::Close;
+        return outcome;
+    }
+    ReplyWriter::new(out, protocol).error(&err.to_string());
+    let mut outcome = Outcome::new(OpKind::Other, 400);
+    if err.closes_connection() {
+        outcome.flow = Flow::Close;
+    }
+    outcome
+}
+
+fn refuse_line(out: &mut Vec<u8>, protocol: Protocol, line: &str) -> Outcome {
+    ReplyWriter::new(out, protocol).error(line);
+    Outcome::new(OpKind::Other, 400)
+}
+
+/// Checks `AUTH`/`HELLO AUTH` credentials against the node's tokens. The
+/// only user is `default`. Without a token, `AUTH <password>` is Redis's
+/// "no password configured" error and `AUTH default <anything>` succeeds
+/// (the default user has no password), as in Redis.
+fn authenticate(
+    core: &Core,
+    session: &mut Session,
+    credentials: &Credentials,
+) -> Result<(), &'static str> {
+    let user_ok = credentials
+        .username
+        .as_ref()
+        .is_none_or(|user| &user[..] == b"default");
+    let tokens = &core.config.credentials;
+    if !tokens.token_required() {
+        return match (&credentials.username, user_ok) {
+            (None, _) => Err(messages::AUTH_WITHOUT_PASSWORD),
+            (Some(_), true) => Ok(()),
+            (Some(_), false) => {
+                core.metrics.record_auth_failure();
+                Err(messages::WRONGPASS)
+            }
+        };
+    }
+    let mut bearer = Vec::with_capacity(7 + credentials.password.len());
+    bearer.extend_from_slice(b"Bearer ");
+    bearer.extend_from_slice(&credentials.password);
+    if user_ok && tokens.check_bearer(Some(&bearer)).is_ok() {
+        session.authenticated = true;
+        Ok(())
+    } else {
+        core.metrics.record_auth_failure();
+        Err(messages::WRONGPASS)
+    }
+}
+
+/// `HELLO`'s map: what Redis answers, with this node's figures.
+fn write_hello(w: &mut ReplyWriter<'_, Vec<u8>>, session: &Session) {
+    w.map(7);
+    w.bulk(b"server");
+    w.bulk(b"redis");
+    w.bulk(b"version");
+    w.bulk(REDIS_VERSION.as_bytes());
+    w.bulk(b"proto");
+    w.integer(session.protocol.version());
+    w.bulk(b"id");
+    w.integer(i64::try_from(session.id).unwrap_or(i64::MAX));
+    w.bulk(b"mode");
+    w.bulk(b"standalone");
+    w.bulk(b"role");
+    w.bulk(b"master");
+    w.bulk(b"modules");
+    w.array(0);
+}
+
+fn client_info(session: &Session) -> String {
+    let text = |v: &Option<Bytes>| {
+        v.as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "id={} addr={} laddr={} fd={} name={} age={} idle=0 flags=N db=0 sub=0 psub=0 \
+         ssub=0 multi=-1 watch=0 user=default redir=-1 resp={} lib-name={} lib-ver={} cmd={}\n",
+        session.id,
+        session.peer,
+        session.local,
+        session.fd,
+        text(&session.name),
+        session.opened.elapsed().as_secs(),
+        session.protocol.version(),
+        text(&session.lib_name),
+        text(&session.lib_ver),
+        session.last_command,
+    )
+}
+
+/// `NEXUS.OWNER key`: the owner's name, addresses and core, as a map.
+/// A member's RESP address is known only for this node (the ring carries
+/// HTTP and gRPC addresses); for another node it is null.
+fn write_owner(core: &Core, out: &mut Vec<u8>, protocol: Protocol, key: &[u8]) {
+    let view = core.ring_view();
+    let mut w = ReplyWriter::new(out, protocol);
+    let Some(member) = view.ring.owner(key) else {
+        w.null();
+        return;
+    };
+    let is_me = *member.name == *core.config.node_name;
+    w.map(5);
+    w.bulk(b"node");
+    w.bulk(member.name.as_bytes());
+    w.bulk(b"http");
+    w.bulk(member.http_addr.as_bytes());
+    w.bulk(b"grpc");
+    w.bulk(member.grpc_addr.as_bytes());
+    w.bulk(b"resp");
+    match core.config.advertised_resp().filter(|_| is_me) {
+        Some(addr) => w.bulk(addr.as_bytes()),
+        None => w.null(),
+    }
+    w.bulk(b"core");
+    // Meaningful only when the owner's core count is known (static peers
+    // without @cores report 0).
+    if member.cores > 0 {
+        let home = crate::routing::core_of(key, member.cores as usize);
+        w.integer(i64::try_from(home).unwrap_or(i64::MAX));
+    } else {
+        w.null();
+    }
+}
+
+/// `CONFIG GET pattern...`: the settings clients and tools ask for, with
+/// this node's values (glob patterns as Redis takes them). Secrets are
+/// never listed.
+fn config_get(core: &Core, patterns: &[Bytes]) -> Vec<(&'static str, String)> {
+    let config = &core.config;
+    let all: [(&'static str, String); 14] = [
+        ("maxmemory", config.max_memory.to_string()),
+        ("maxmemory-policy", "allkeys-lru".into()),
+        ("save", String::new()),
+        ("appendonly", "no".into()),
+        ("databases", "1".into()),
+        ("timeout", config.idle_timeout_secs.to_string()),
+        ("port", config.resp_port.to_string()),
+        ("bind", config.bind.to_string()),
+        ("maxclients", config.max_connections.to_string()),
+        ("proto-max-bulk-len", config.max_value_bytes.to_string()),
+        ("cluster-enabled", "no".into()),
+        ("io-threads", config.cores().to_string()),
+        ("tcp-keepalive", "0".into()),
+        (
+            "client-query-buffer-limit",
+            config.max_unsent_bytes().to_string(),
+        ),
+    ];
+    all.into_iter()
+        .filter(|(name, _)| patterns.iter().any(|p| glob_match(p, name.as_bytes())))
+        .collect()
+}
+
+/// Redis's glob subset for `CONFIG GET`: `*`, `?`, literal bytes, case
+/// insensitive.
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c.eq_ignore_ascii_case(&text[t]) => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
+}
+
+const INFO_SECTIONS: [&str; 6] = [
+    "server", "clients", "memory", "stats", "keyspace", "cluster",
+];
+
+/// `INFO [section...]` with this node's figures (every core's).
+async fn info_text(core: &Core, sections: &[Bytes]) -> String {
+    let wanted = |name: &str| {
+        sections.is_empty()
+            || sections.iter().any(|s| {
+                s.eq_ignore_ascii_case(name.as_bytes())
+                    || s.eq_ignore_ascii_case(b"all")
+                    || s.eq_ignore_ascii_case(b"default")
+                    || s.eq_ignore_ascii_case(b"everything")
+            })
+    };
+    let snapshots = core.snapshot_all().await;
+    let sum =
+        |f: &dyn Fn(&(crate::store::ShardStats, crate::metrics::CoreSnapshot)) -> u64| -> u64 {
+            snapshots.iter().map(f).sum()
+        };
+    let config = &core.config;
+    let mut text = String::new();
+    for section in INFO_SECTIONS.iter().filter(|s| wanted(s)) {
+        if !text.is_empty() {
+            text.push_str("\r\n");
+        }
+        match *section {
+            "server" => {
+                let up = uptime().as_secs();
+                let _ = write!(
+                    text,
+                    "# Server\r\nredis_version:{REDIS_VERSION}\r\nnexuscache_version:{}\r\n\
+                     redis_mode:standalone\r\nos:{} {}\r\narch_bits:{}\r\n\
+                     multiplexing_api:io_uring\r\nprocess_id:{}\r\ntcp_port:{}\r\n\
+                     server_time_usec:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\n\
+                     nexuscache_node:{}\r\nnexuscache_cores:{}\r\n",
+                    env!("CARGO_PKG_VERSION"),
+                    std::env::consts::OS,
+                    std::env::consts::ARCH,
+                    usize::BITS,
+                    std::process::id(),
+                    config.resp_port,
+                    SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_micros(),
+                    up / 86_400,
+                    config.node_name,
+                    config.cores(),
+                );
+            }
+            "clients" => {
+                let _ = write!(
+                    text,
+                    "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n",
+                    sum(&|(_, m)| m.connections_active),
+                    config.max_connections,
+                );
+            }
+            "memory" => {
+                let used = sum(&|(s, m)| s.bytes + m.tiers.hot.bytes);
+                let _ = write!(
+                    text,
+                    "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\n\
+                     used_memory_rss:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\n\
+                     maxmemory_policy:allkeys-lru\r\nnexuscache_connection_buffer_bytes:{}\r\n",
+                    human(used),
+                    rss_bytes().unwrap_or(0),
+                    config.max_memory,
+                    human(config.max_memory),
+                    sum(&|(_, m)| m.connection_buffer_bytes),
+                );
+            }
+            "stats" => {
+                let _ = write!(
+                    text,
+                    "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+                     rejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\n\
+                     keyspace_hits:{}\r\nkeyspace_misses:{}\r\nacl_access_denied_auth:{}\r\n",
+                    sum(&|(_, m)| m.connections_total),
+                    sum(&|(_, m)| m.requests_of(MetricProtocol::Resp)),
+                    sum(&|(_, m)| m.connections_rejected),
+                    sum(&|(s, _)| s.expired),
+                    sum(&|(s, _)| s.evictions),
+                    sum(&|(s, _)| s.hits),
+                    sum(&|(s, _)| s.misses),
+                    sum(&|(_, m)| m.auth_failures),
+                );
+            }
+            "keyspace" => {
+                text.push_str("# Keyspace\r\n");
+                let keys = sum(&|(s, _)| s.items);
+                if keys > 0 {
+                    let _ = write!(text, "db0:keys={keys}\r\n");
+                }
+            }
+            _ => {
+                let view = core.ring_view();
+                let _ = write!(
+                    text,
+                    "# Cluster\r\ncluster_enabled:0\r\nnexuscache_ring_members:{}\r\n\
+                     nexuscache_ring_version:{}\r\n",
+                    view.ring.len(),
+                    view.version,
+                );
+            }
+        }
+    }
+    text
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2}{}", UNITS[unit])
+}
+
+/// Resident set size from /proc (Linux); `None` elsewhere or on error.
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiries_become_ttls_from_now() {
+        let now = 1_700_000_000_000;
+        assert_eq!(
+            ttl_from_now(Expiry::Ex(10), now),
+            TtlFromNow::Ttl(Duration::from_secs(10))
+        );
+        assert_eq!(
+            ttl_from_now(Expiry::Px(1500), now),
+            TtlFromNow::Ttl(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            ttl_from_now(Expiry::ExAt(now / 1000 + 60), now),
+            TtlFromNow::Ttl(Duration::from_secs(60))
+        );
+        assert_eq!(
+            ttl_from_now(Expiry::PxAt(now + 250), now),
+            TtlFromNow::Ttl(Duration::from_millis(250))
+        );
+        assert_eq!(ttl_from_now(Expiry::PxAt(now), now), TtlFromNow::Past);
+        assert_eq!(ttl_from_now(Expiry::ExAt(1), now), TtlFromNow::Past);
+        assert_eq!(
+            ttl_from_now(Expiry::Ex(MAX_TTL_SECONDS), now),
+            TtlFromNow::Ttl(Duration::from_secs(MAX_TTL_SECONDS))
+        );
+        assert_eq!(
+            ttl_from_now(Expiry::Ex(MAX_TTL_SECONDS + 1), now),
+            TtlFromNow::TooLong
+        );
+        assert_eq!(ttl_from_now(Expiry::Ex(u64::MAX), now), TtlFromNow::TooLong);
+    }
+
+    #[test]
+    fn ttl_replies_follow_redis() {
+        let now = Instant::now();
+        let hit = |expires_at| Hit {
+            value: Bytes::from_static(b"v"),
+            hot: false,
+            expires_at,
+        };
+        assert_eq!(ttl_reply(None, TimeUnit::Seconds, now), -2);
+        assert_eq!(ttl_reply(Some(&hit(None)), TimeUnit::Milliseconds, now), -1);
+        let later = Some(now + Duration::from_millis(1499));
+        assert_eq!(ttl_reply(Some(&hit(later)), TimeUnit::Seconds, now), 1);
+        assert_eq!(
+            ttl_reply(Some(&hit(later)), TimeUnit::Milliseconds, now),
+            1499
+        );
+        let later = Some(now + Duration::from_millis(1500));
+        assert_eq!(ttl_reply(Some(&hit(later)), TimeUnit::Seconds, now), 2);
+    }
+
+    #[test]
+    fn config_patterns_are_globs() {
+        assert!(glob_match(b"maxmemory", b"maxmemory"));
+        assert!(glob_match(b"MAXMEMORY", b"maxmemory"));
+        assert!(glob_match(b"max*", b"maxmemory-policy"));
+        assert!(glob_match(b"*", b"save"));
+        assert!(glob_match(b"*max-*-len", b"proto-max-bulk-len"));
+        assert!(glob_match(b"sav?", b"save"));
+        assert!(!glob_match(b"maxmemory", b"maxmemory-policy"));
+        assert!(!glob_match(b"sav", b"save"));
+        assert!(!glob_match(b"", b"save"));
+    }
+
+    #[test]
+    fn failures_are_one_line_errors_with_the_api_text() {
+        let (line, status) = failure(Reply::OwnerUnavailable {
+            peer: "b".into(),
+            reason: "connection refused".into(),
+        });
+        assert_eq!(line, "ERR owner node b is unavailable: connection refused");
+        assert_eq!(status, 503);
+        let (line, status) = failure(Reply::OriginFailed("timed out".into()));
+        assert_eq!(line, "ERR origin failed: timed out");
+        assert_eq!(status, 502);
+        let (line, _) = failure(Reply::TooLarge("5 bytes over\nsecond line".into()));
+        assert!(line.starts_with("ERR entry does not fit"));
+    }
+}
