@@ -11,9 +11,9 @@
 # `etcd` is not found), builds in release mode, starts etcd on
 # 127.0.0.1:2379 (data in a temporary directory) and three nodes:
 #
-#   node-9999  http 127.0.0.1:9999  grpc 127.0.0.1:10999
-#   node-9998  http 127.0.0.1:9998  grpc 127.0.0.1:10998
-#   node-9997  http 127.0.0.1:9997  grpc 127.0.0.1:10997
+#   node-9999  http 127.0.0.1:9999  grpc 127.0.0.1:10999  redis 127.0.0.1:11999
+#   node-9998  http 127.0.0.1:9998  grpc 127.0.0.1:10998  redis 127.0.0.1:11998
+#   node-9997  http 127.0.0.1:9997  grpc 127.0.0.1:10997  redis 127.0.0.1:11997
 #
 # all unpinned (--no-pin: they share the CPUs), sharing a cluster secret
 # generated for this run (only they may replicate and forward to each
@@ -138,7 +138,7 @@ cluster_start_node() {
     shift 6
     [[ -z "$CLUSTER_SECRET_FILE" ]] || secret=(--cluster-secret-file "$CLUSTER_SECRET_FILE")
     NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" setsid "$bin" serve \
-        --http-port "$http" --grpc-port "$grpc" --node-name "node-$http" \
+        --http-port "$http" --grpc-port "$grpc" --resp-port $((http + 2000)) --node-name "node-$http" \
         --etcd "127.0.0.1:$etcd_port" --cores "$cores" --no-pin "${secret[@]}" "$@" \
         </dev/null >"$dir/node-$http.log" 2>&1 &
     CLUSTER_NODE_PIDS+=("$!")
@@ -201,7 +201,7 @@ cluster_main() {
     [[ -n "$cores" ]] || cores="$(cluster_default_cores)"
 
     local http_ports=(9999 9998 9997) port busy=()
-    for port in 2379 2380 "${http_ports[@]}" 10999 10998 10997; do
+    for port in 2379 2380 "${http_ports[@]}" 10999 10998 10997 11999 11998 11997; do
         if cluster_port_busy "$port"; then
             busy+=("$port")
         fi
@@ -238,8 +238,8 @@ cluster_main() {
     printf '\nNexusCache cluster up: %s core(s) per node, etcd 127.0.0.1:2379\n' "$cores"
     for i in "${!http_ports[@]}"; do
         port="${http_ports[$i]}"
-        printf '  node-%s  http 127.0.0.1:%s  grpc 127.0.0.1:%s  PID %s  log %s\n' \
-            "$port" "$port" $((port + 1000)) "${CLUSTER_NODE_PIDS[$i]}" "$dir/node-$port.log"
+        printf '  node-%s  http 127.0.0.1:%s  grpc 127.0.0.1:%s  redis 127.0.0.1:%s  PID %s  log %s\n' \
+            "$port" "$port" $((port + 1000)) $((port + 2000)) "${CLUSTER_NODE_PIDS[$i]}" "$dir/node-$port.log"
     done
     printf '\nTry it (these just ran):\n\n'
     # The README's examples, set on one node and read on the others.
@@ -250,6 +250,14 @@ cluster_main() {
         'curl http://localhost:9999/v1/owner/foo'
         'curl -s http://localhost:9999/metrics | grep -E "^nexuscache_(ring_members|peer_requests_total)"'
     )
+    # The Redis protocol, when redis-cli is installed (scripts/setup.sh).
+    if command -v redis-cli >/dev/null 2>&1; then
+        examples+=(
+            'redis-cli -p 11999 SET greeting hello EX 60'
+            'redis-cli -p 11998 GET greeting'
+            'redis-cli -p 11997 NEXUS.OWNER greeting'
+        )
+    fi
     local cmd output
     for cmd in "${examples[@]}"; do
         printf '$ %s\n' "$cmd"

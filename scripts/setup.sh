@@ -70,6 +70,7 @@ if [[ "$mode" == full ]]; then
         "cmd:nghttp:nghttp2-client"
         "cmd:redis-server:redis-server" # comparison baselines in bench/
         "cmd:redis-benchmark:redis-server"
+        "cmd:redis-cli:redis-tools" # tests/resp_clients.rs drives it; bench-resp.sh
         "cmd:memcached:memcached"
         # tests/netns_faults.rs builds network namespaces, veth pairs and a
         # bridge (ip), and adds delay with netem where the kernel has it (tc).

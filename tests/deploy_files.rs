@@ -130,6 +130,7 @@ fn compose_runs_three_nodes_ready_for_io_uring() {
 
     let mut host_ports = BTreeSet::new();
     let mut grpc_ports = BTreeSet::new();
+    let mut resp_ports = BTreeSet::new();
     for (name, svc) in &nodes {
         let args = command_args(svc);
         assert_eq!(
@@ -171,6 +172,19 @@ fn compose_runs_three_nodes_ready_for_io_uring() {
             "{name}: HTTP port {http} published as {http}:{http}, got {published:?}"
         );
         host_ports.insert(http);
+        let resp: u16 = flag_value(&args, "--resp-port")
+            .unwrap_or_else(|| panic!("{name}: --resp-port (the Redis protocol)"))
+            .parse()
+            .expect("--resp-port");
+        assert!(resp_ports.insert(resp), "{name}: RESP port {resp} reused");
+        assert!(
+            resp != http && resp != grpc,
+            "{name}: RESP port {resp} clashes with HTTP or gRPC"
+        );
+        assert!(
+            published.contains(&(resp, resp)),
+            "{name}: RESP port {resp} published as {resp}:{resp}, got {published:?}"
+        );
 
         let seccomp: Vec<&str> = svc["security_opt"]
             .as_array()
@@ -688,6 +702,14 @@ fn dashboard_has_the_panels_and_variables_operators_need() {
     any(
         &|q| q.expr.contains("rate(nexuscache_requests_total"),
         "request rate",
+    );
+    any(
+        &|q| {
+            q.expr.contains("nexuscache_requests_total")
+                && q.expr.contains("by (protocol")
+                && q.legend.contains("{{protocol}}")
+        },
+        "request rate by protocol (http, grpc, resp)",
     );
     any(
         &|q| {
