@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cluster_common::{
-    grpc_client, start_static_nodes_with, start_static_nodes_with_cores, value_body, wait_for,
-    ClusterNode,
+    grpc_client, start_static_nodes_with, start_static_nodes_with_cores, static_node,
+    value_body, wait_for, wait_ring_members, ClusterNode, Discovery, MEMBERSHIP_DEADLINE,
 };
 use common::{form, pct, uniq, Metrics};
 use grpc_common::runtime;
@@ -263,6 +263,49 @@ fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
         }
     }
     false
+}
+
+/// Nodes with different core counts: `a` has one core, `b` two, and each
+/// names the other's count in `--peers` (`@N`). A key's home core at `b`
+/// is `core_of(key, 2)`, which `a`'s single core is not for half the keys,
+/// so `a` must pick the connection by the owner's core count.
+#[test]
+fn forwarded_ops_reach_the_home_core_of_an_owner_with_more_cores() {
+    let mut a = static_node("a", "");
+    let mut b = static_node("b", "");
+    a.discovery = Discovery::Static {
+        peers: format!("{}@2", b.peer_entry()),
+    };
+    b.discovery = Discovery::Static {
+        peers: format!("{}@1", a.peer_entry()),
+    };
+    a.start_with(&["--cores", "1"]);
+    b.start_with(&["--cores", "2"]);
+    wait_ring_members(&[&a, &b], 2, MEMBERSHIP_DEADLINE);
+    let prefix = uniq("unequal");
+    let keys: Vec<String> = (0..200)
+        .map(|i| format!("{prefix}-{i}"))
+        .filter(|k| a.owner(k).node == "b")
+        .take(40)
+        .collect();
+    assert!(keys.len() >= 20, "keys owned by b: {}", keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        let value = format!("v{i}");
+        set(&a, key, &value, false);
+        expect_value(&a, key, &value);
+    }
+    let m = b.metrics();
+    assert_eq!(
+        m.sum(FORWARDED, &[("landed", "other_core")]),
+        0.0,
+        "ops a forwarded landed off their home core at b:\n{}",
+        m.text
+    );
+    assert!(
+        m.sum(FORWARDED, &[("landed", "home_core")]) >= 2.0 * keys.len() as f64,
+        "b received every forwarded op on its home core:\n{}",
+        m.text
+    );
 }
 
 #[test]

@@ -412,7 +412,16 @@ impl Core {
         };
         let started = Instant::now();
         let result = match view.grpc_addrs[owner] {
-            Some(addr) => self.peers.client(addr).forward(op).await,
+            Some(addr) => {
+                // The connection that reaches the key's home core at the
+                // owner, whose core count may differ from ours.
+                let cores = view.ring.members()[owner].cores;
+                let client = match op.key() {
+                    Some(key) => self.peers.client_for_key(addr, key, cores),
+                    None => self.peers.client(addr),
+                };
+                client.forward(op).await
+            }
             None => Err(PeerError::Connect {
                 refused: false,
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -495,18 +504,39 @@ impl Core {
 
     /// Every core's statistics, this one's included, in core order.
     pub async fn snapshot_all(&self) -> Vec<(ShardStats, CoreSnapshot)> {
+        // Ask every other core at once: a scrape waits for the slowest core,
+        // not for the sum of them.
+        let others: Vec<_> = (0..self.cores)
+            .filter(|&core| core != self.id)
+            .map(|core| glommio::spawn_local(self.snapshot_of(core)))
+            .collect();
         let mut all = Vec::with_capacity(self.cores);
-        for core in 0..self.cores {
-            let reply = if core == self.id {
-                self.snapshot()
-            } else {
-                self.send(core, Op::Snapshot, Scope::Node).await
-            };
-            if let Reply::Snapshot(snapshot) = reply {
-                all.push(*snapshot);
+        if let Reply::Snapshot(mine) = self.snapshot() {
+            all.push((self.id, *mine));
+        }
+        for task in others {
+            if let Some(snapshot) = task.await {
+                all.push(snapshot);
             }
         }
-        all
+        all.sort_by_key(|(core, _)| *core);
+        all.into_iter().map(|(_, snapshot)| snapshot).collect()
+    }
+
+    /// Core `core`'s statistics, asked for through the mesh.
+    fn snapshot_of(
+        &self,
+        core: usize,
+    ) -> impl std::future::Future<Output = Option<(usize, (ShardStats, CoreSnapshot))>> + 'static
+    {
+        let this = self.this.upgrade();
+        async move {
+            let reply = this?.send(core, Op::Snapshot, Scope::Node).await;
+            match reply {
+                Reply::Snapshot(snapshot) => Some((core, *snapshot)),
+                _ => None,
+            }
+        }
     }
 
     /// Reclaim expired entries, at most `budget` checks per tier.

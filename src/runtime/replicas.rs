@@ -68,7 +68,10 @@ impl Core {
                 outcomes.push((target.clone(), TargetOutcome::Failed(reason)));
                 continue;
             };
-            let client = self.peers.client(addr);
+            // The key's home core at that node, whose core count may
+            // differ from ours.
+            let cores = view.ring.members()[index].cores;
+            let client = self.peers.client_for_key(addr, key, cores);
             let key: Box<[u8]> = key.into();
             let update = update.clone();
             let task = glommio::spawn_local(async move { client.replicate(&key, &update).await });

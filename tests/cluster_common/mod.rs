@@ -79,7 +79,7 @@ pub struct ClusterNode {
     pub name: String,
     pub http_port: u16,
     pub grpc_port: u16,
-    discovery: Discovery,
+    pub discovery: Discovery,
     node: Option<Node>,
     /// Killed instances, kept so their logs are printed if the test fails.
     dead: Vec<Node>,
