@@ -9,10 +9,7 @@ use bytes::Bytes;
 use super::endpoint::{Endpoint, Found};
 use super::parse::{Method, RequestHead};
 use crate::error::ApiError;
-use crate::ops::Limits;
-// Re-exported only until every importer names `crate::ops` (the bound
-// belongs to the ops, not to this router).
-pub use crate::ops::MAX_TTL_SECONDS;
+use crate::ops::{Limits, MAX_TTL_SECONDS};
 
 /// The seed API's `expire` is in minutes, at most three days.
 pub const MAX_EXPIRE_MINUTES: u64 = MAX_TTL_SECONDS / 60;
