@@ -17,12 +17,12 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
     (
         "nexuscache_requests_total",
         "counter",
-        &["op", "status", "core"],
+        &["op", "status", "core", "protocol"],
     ),
     (
         "nexuscache_request_duration_seconds",
         "histogram",
-        &["op", "core"],
+        &["op", "core", "protocol"],
     ),
     ("nexuscache_cache_size_bytes", "gauge", &["core"]),
     ("nexuscache_cache_capacity_bytes", "gauge", &["core"]),
@@ -188,6 +188,11 @@ fn every_family_with_labels_and_types() {
         "get", "set", "delete", "health", "ready", "metrics", "other",
     ];
     for s in m.find("nexuscache_requests_total", &[]) {
+        let protocol = &s.labels["protocol"];
+        assert!(
+            ["http", "grpc", "resp"].contains(&protocol.as_str()),
+            "unknown protocol label {protocol:?}"
+        );
         let op = &s.labels["op"];
         assert!(ops.contains(&op.as_str()), "unknown op label {op:?}");
         let st = &s.labels["status"];
