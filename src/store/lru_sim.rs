@@ -3,9 +3,10 @@
 //! cache holding 10% and 50% of the key space; a miss fills the key, as a
 //! read-through cache would.
 //!
-//! The default run (debug test builds) uses 1M requests over 100K keys.
-//! `NEXUSCACHE_LRU_SIM_FULL=1` runs the full trace of 10M requests over 1M
-//! keys (meant for `cargo test --release --lib store::lru_sim`).
+//! The default run (debug test builds, a few seconds) uses 1M requests over
+//! 100K keys, the same shape at a tenth of the size. The full trace of 10M
+//! requests over 1M keys takes a release build:
+//! `NEXUSCACHE_LRU_SIM_FULL=1 cargo test --release --lib store::lru_sim -- --nocapture`.
 
 use std::time::Instant;
 

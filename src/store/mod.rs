@@ -35,8 +35,11 @@
 //!   are all gone hands its pages back to the kernel at once.
 //! - Each segment carries at most one segment's worth of charged bytes,
 //!   out-of-line values included, so recycling one evicts at most that much
-//!   and the segments in use never hold more than the budget plus two
-//!   segments.
+//!   and the segments in use never hold more than the budget plus an eighth
+//!   plus two segments (the eighth because a segment is closed when the
+//!   next entry would overfill it: with entries of up to 64 KiB the last
+//!   few KiB of its weight stay unused, and without the slack that, not
+//!   the byte budget, would limit what the shard holds).
 
 pub mod ttl;
 
@@ -101,6 +104,9 @@ const INDEX_BYTES_PER_ENTRY: usize = (size_of::<u64>() + 1) * 8 / 5;
 const MAX_SEGMENT_BYTES: usize = 256 << 10;
 const MIN_SEGMENT_BYTES: usize = 4096;
 const SEGMENTS_PER_SHARD: u64 = 32;
+/// Segments may hold the budget plus `1 / SEGMENT_SLACK_DIVISOR` of it (see
+/// the module documentation).
+const SEGMENT_SLACK_DIVISOR: u64 = 8;
 
 /// "No segment": the ends of the segment FIFO.
 const NIL: u32 = u32::MAX;
@@ -297,8 +303,8 @@ pub struct Shard {
     /// Newest segment: the one open for writes.
     fifo_tail: u32,
     segments_in_fifo: u32,
-    /// Segments that may be in use at once: the budget divided by the
-    /// segment weight, plus one.
+    /// Segments that may be in use at once: the budget plus an eighth,
+    /// divided by the segment weight, plus one.
     max_segments: u32,
     segment_bytes: usize,
     segment_shift: u32,
@@ -348,6 +354,7 @@ impl Shard {
         let segment_weight =
             (segment_bytes as u64).min((capacity_bytes / SEGMENTS_PER_SHARD).max(1));
         let max_segments = capacity_bytes
+            .saturating_add(capacity_bytes / SEGMENT_SLACK_DIVISOR)
             .div_ceil(segment_weight)
             .saturating_add(1)
             .min(u64::from(NIL - 1)) as u32;
@@ -2052,7 +2059,7 @@ mod segment_tests {
         let mut rng = fastrand::Rng::with_seed(11);
         let capacity = 2 << 20;
         let mut shard = Shard::new(capacity);
-        let bound = capacity + 2 * shard.segment_bytes as u64;
+        let bound = capacity + capacity / 8 + 2 * shard.segment_bytes as u64;
         for step in 0..60_000u64 {
             let now = start + Duration::from_millis(step);
             let k = key(rng.usize(0..20_000));
