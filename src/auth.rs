@@ -20,8 +20,18 @@ use std::path::Path;
 
 use subtle::ConstantTimeEq;
 
-use crate::config::bounds::{MAX_CREDENTIALS, MAX_CREDENTIAL_BYTES, MIN_CREDENTIAL_BYTES};
-use crate::error::StartupError;
+/// Tokens or cluster secrets one node accepts at once.
+pub const MAX_CREDENTIALS: usize = 16;
+/// Shortest token or cluster secret accepted: guessing must not pay.
+pub const MIN_CREDENTIAL_BYTES: usize = 16;
+/// Longest token or cluster secret (it travels in a header).
+pub const MAX_CREDENTIAL_BYTES: usize = 512;
+
+/// Why configured tokens or secrets were refused; the message names the
+/// flag and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CredentialError(String);
 
 /// The metadata/header a peer node sends its cluster secret in.
 pub const CLUSTER_SECRET_HEADER: &str = "x-nexuscache-cluster-secret";
@@ -74,7 +84,7 @@ impl Credentials {
         token_file: Option<&Path>,
         secret: Option<&str>,
         secret_file: Option<&Path>,
-    ) -> Result<Credentials, StartupError> {
+    ) -> Result<Credentials, CredentialError> {
         Ok(Credentials {
             tokens: collect("--auth-token", token, token_file)?,
             secrets: collect("--cluster-secret", secret, secret_file)?,
@@ -82,7 +92,7 @@ impl Credentials {
     }
 
     /// Credentials from literal values (tests, tools).
-    pub fn from_values(tokens: &[&str], secrets: &[&str]) -> Result<Credentials, StartupError> {
+    pub fn from_values(tokens: &[&str], secrets: &[&str]) -> Result<Credentials, CredentialError> {
         let join = |v: &[&str]| (!v.is_empty()).then(|| v.join(","));
         Credentials::load(
             join(tokens).as_deref(),
@@ -176,7 +186,7 @@ fn collect(
     flag: &str,
     inline: Option<&str>,
     file: Option<&Path>,
-) -> Result<Vec<Credential>, StartupError> {
+) -> Result<Vec<Credential>, CredentialError> {
     let mut values: Vec<String> = inline
         .into_iter()
         .flat_map(|list| list.split(','))
@@ -186,7 +196,7 @@ fn collect(
         .collect();
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            StartupError::Config(format!("{flag}-file: cannot read {}: {e}", path.display()))
+            CredentialError(format!("{flag}-file: cannot read {}: {e}", path.display()))
         })?;
         let before = values.len();
         values.extend(
@@ -196,14 +206,14 @@ fn collect(
                 .map(str::to_string),
         );
         if values.len() == before {
-            return Err(StartupError::Config(format!(
+            return Err(CredentialError(format!(
                 "{flag}-file: {} holds no value",
                 path.display()
             )));
         }
     }
     if values.len() > MAX_CREDENTIALS {
-        return Err(StartupError::Config(format!(
+        return Err(CredentialError(format!(
             "{flag}: {} values, at most {MAX_CREDENTIALS}",
             values.len()
         )));
@@ -212,14 +222,14 @@ fn collect(
         .into_iter()
         .map(|v| {
             if v.len() < MIN_CREDENTIAL_BYTES || v.len() > MAX_CREDENTIAL_BYTES {
-                return Err(StartupError::Config(format!(
+                return Err(CredentialError(format!(
                     "{flag}: a value is {} bytes; use {MIN_CREDENTIAL_BYTES} to \
                      {MAX_CREDENTIAL_BYTES} (e.g. `openssl rand -hex 32`)",
                     v.len()
                 )));
             }
             if !v.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(StartupError::Config(format!(
+                return Err(CredentialError(format!(
                     "{flag}: a value holds a byte that is not visible ASCII \
                      (it must fit in an HTTP header)"
                 )));

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, CredentialError};
 use crate::control::ControlError;
 use crate::grpc::reason::{Reason, ReasonCode};
 use crate::grpc::status::{Code, Status};
@@ -324,6 +324,12 @@ impl From<ControlError> for ApiError {
             | ControlError::Config(_) => ApiError::invalid("peer", err.to_string()),
             other => ApiError::ControlUnavailable(other.to_string()),
         }
+    }
+}
+
+impl From<CredentialError> for StartupError {
+    fn from(err: CredentialError) -> StartupError {
+        StartupError::Config(err.to_string())
     }
 }
 

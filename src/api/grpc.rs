@@ -52,7 +52,8 @@ use crate::grpc::cache::{self, CallRequest, FramedMessage, Method};
 use crate::grpc::frame::FrameError;
 use crate::grpc::h2_settings;
 use crate::grpc::io::TokioIo;
-use crate::grpc::status::{encode_message, Code, Status};
+use crate::grpc::percent::encode_message;
+use crate::grpc::status::{Code, Status};
 use crate::grpc::{timeout, CONTENT_TYPE as GRPC_CONTENT_TYPE};
 use crate::metrics::Landing;
 use crate::ops::{Op, Reply};
@@ -600,7 +601,8 @@ pub(crate) mod testing {
     use super::serve_grpc_connection;
     use crate::config::{Config, ServeArgs};
     use crate::grpc::io::TokioIo;
-    use crate::grpc::status::{decode_message, Code};
+    use crate::grpc::percent::decode_message;
+    use crate::grpc::status::Code;
     use crate::runtime::core::{Core, Envelope};
     use crate::runtime::lifecycle::Lifecycle;
 

@@ -55,6 +55,9 @@ use crate::routing::{Member, Ring};
 /// Lease TTL of our etcd record unless configured (`--lease-ttl`): a node
 /// that dies without revoking its lease leaves the ring after this long.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+/// Members a ring may have, so `/setpeer` or etcd cannot grow it unbounded
+/// (`--max-ring-members`).
+pub const DEFAULT_MAX_RING_MEMBERS: usize = 256;
 
 /// How the control thread finds the other members.
 #[derive(Debug, Clone)]
@@ -96,7 +99,7 @@ impl ControlConfig {
             vnodes: crate::routing::DEFAULT_VNODES,
             static_peers: Vec::new(),
             allow_setpeer_addr: false,
-            max_ring_members: crate::config::DEFAULT_MAX_RING_MEMBERS,
+            max_ring_members: DEFAULT_MAX_RING_MEMBERS,
         }
     }
 

@@ -8,8 +8,9 @@
 //! - [`frame`]: the 5-byte length prefix (1 flag byte + big-endian `u32`)
 //!   and an incremental decoder for the one message of a unary call, which
 //!   refuses an oversized message from its prefix alone.
-//! - [`status`]: the grpc-status codes and the percent-encoding of
-//!   `grpc-message` (which error gets which code is `crate::error`'s).
+//! - [`status`]: the grpc-status codes (which error gets which code is
+//!   `crate::error`'s).
+//! - [`percent`]: the percent-encoding of `grpc-message` and our trailers.
 //! - [`reason`]: the machine-readable reason of a failure, in trailers
 //!   beside `grpc-status`, so errors cross nodes typed.
 //! - [`timeout`]: the `grpc-timeout` header (`<= 8 digits` + `H M S m u n`).
@@ -31,6 +32,7 @@ pub mod cache;
 pub mod frame;
 pub mod h2_settings;
 pub mod io;
+pub mod percent;
 pub mod reason;
 pub mod status;
 pub mod timeout;

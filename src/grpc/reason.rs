@@ -19,7 +19,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::status::{decode_message, encode_message};
+use super::percent::{decode_message, encode_message};
 
 pub const REASON: HeaderName = HeaderName::from_static("nexuscache-reason");
 pub const REASON_NODE: HeaderName = HeaderName::from_static("nexuscache-reason-node");

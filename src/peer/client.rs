@@ -25,8 +25,9 @@ use crate::auth::CLUSTER_SECRET_HEADER;
 use crate::grpc::budget;
 use crate::grpc::cache::{self, FramedMessage, Method};
 use crate::grpc::io::TokioIo;
+use crate::grpc::percent::decode_message;
 use crate::grpc::reason::Reason;
-use crate::grpc::status::{decode_message, Code};
+use crate::grpc::status::Code;
 use crate::grpc::{timeout, CONTENT_TYPE as GRPC_CONTENT_TYPE};
 use crate::ops::{Hit, Op, ReplicaUpdate, Reply};
 
