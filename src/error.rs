@@ -11,7 +11,7 @@ use crate::auth::{AuthError, CredentialError};
 use crate::control::ControlError;
 use crate::grpc::reason::{Reason, ReasonCode};
 use crate::grpc::status::{Code, Status};
-use crate::ops::{LimitError, Reply};
+use crate::ops::{LimitError, OpError, Reply};
 
 /// The challenge of a 401 for a token that was presented but is not valid.
 pub const INVALID_TOKEN_CHALLENGE: &str = "Bearer realm=\"nexuscache\", error=\"invalid_token\"";
@@ -207,22 +207,30 @@ impl From<LimitError> for ApiError {
     }
 }
 
+impl From<OpError> for ApiError {
+    fn from(err: OpError) -> ApiError {
+        match err {
+            OpError::TooLarge(reason) => ApiError::EntryTooLarge(reason),
+            OpError::Draining => ApiError::Draining,
+            OpError::OwnerUnavailable { peer, reason } => {
+                ApiError::OwnerUnavailable { peer, reason }
+            }
+            OpError::OriginFailed(reason) => ApiError::Origin(reason),
+            OpError::ReplicaNotUpdated { peer, reason } => {
+                ApiError::ReplicaNotUpdated { peer, reason }
+            }
+            OpError::Mismatch { op, reply } => {
+                ApiError::Internal(format!("the core answered a {op} with {reply}"))
+            }
+        }
+    }
+}
+
 impl ApiError {
     /// The error a core's reply stands for, `None` for replies that are
     /// answers rather than failures.
     pub fn from_reply(reply: Reply) -> Option<ApiError> {
-        match reply {
-            Reply::TooLarge(reason) => Some(ApiError::EntryTooLarge(reason)),
-            Reply::Unavailable => Some(ApiError::Draining),
-            Reply::OwnerUnavailable { peer, reason } => {
-                Some(ApiError::OwnerUnavailable { peer, reason })
-            }
-            Reply::OriginFailed(reason) => Some(ApiError::Origin(reason)),
-            Reply::ReplicaNotUpdated { peer, reason } => {
-                Some(ApiError::ReplicaNotUpdated { peer, reason })
-            }
-            Reply::Value(_) | Reply::Stored | Reply::Deleted(_) | Reply::Snapshot(_) => None,
-        }
+        reply.failure().err().map(ApiError::from)
     }
 }
 

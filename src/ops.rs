@@ -180,6 +180,89 @@ pub enum Reply {
     },
 }
 
+/// Why an op failed, typed: what a front end turns into its protocol's
+/// error (`crate::error` maps it), whichever core or node failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpError {
+    /// The entry can never fit in the owning shard.
+    TooLarge(String),
+    /// The core or node that had to answer is shutting down.
+    Draining,
+    /// The key's owner node could not be reached or failed the request.
+    OwnerUnavailable { peer: String, reason: String },
+    /// A miss could not be loaded from the origin; nothing was cached.
+    OriginFailed(String),
+    /// The owner stored the write but the hot copy on `peer` missed it.
+    ReplicaNotUpdated { peer: String, reason: String },
+    /// The core answered with a reply of another op: a bug, never the
+    /// client's doing.
+    Mismatch { op: &'static str, reply: String },
+}
+
+/// What a read answers: the value, or none (a miss).
+pub type GetAnswer = Result<Option<Hit>, OpError>;
+/// What a write answers (`Set`, `Replicate`).
+pub type StoreAnswer = Result<(), OpError>;
+/// What a delete answers: whether a live entry was removed.
+pub type DeleteAnswer = Result<bool, OpError>;
+
+impl Reply {
+    /// The failure this reply stands for, or the reply itself when it is
+    /// an answer.
+    pub fn failure(self) -> Result<Reply, OpError> {
+        match self {
+            Reply::TooLarge(reason) => Err(OpError::TooLarge(reason)),
+            Reply::Unavailable => Err(OpError::Draining),
+            Reply::OwnerUnavailable { peer, reason } => {
+                Err(OpError::OwnerUnavailable { peer, reason })
+            }
+            Reply::OriginFailed(reason) => Err(OpError::OriginFailed(reason)),
+            Reply::ReplicaNotUpdated { peer, reason } => {
+                Err(OpError::ReplicaNotUpdated { peer, reason })
+            }
+            answer => Ok(answer),
+        }
+    }
+
+    /// The reply to a `Get`, typed.
+    pub fn into_get(self) -> GetAnswer {
+        match self.failure()? {
+            Reply::Value(hit) => Ok(hit),
+            other => Err(mismatch("get", &other)),
+        }
+    }
+
+    /// The reply to a `Set` or `Replicate`, typed.
+    pub fn into_stored(self) -> StoreAnswer {
+        match self.failure()? {
+            Reply::Stored => Ok(()),
+            other => Err(mismatch("set", &other)),
+        }
+    }
+
+    /// The reply to a `Delete`, typed.
+    pub fn into_deleted(self) -> DeleteAnswer {
+        match self.failure()? {
+            Reply::Deleted(deleted) => Ok(deleted),
+            other => Err(mismatch("delete", &other)),
+        }
+    }
+}
+
+fn mismatch(op: &'static str, reply: &Reply) -> OpError {
+    let reply = match reply {
+        Reply::Value(_) => "a value",
+        Reply::Stored => "stored",
+        Reply::Deleted(_) => "deleted",
+        Reply::Snapshot(_) => "a snapshot",
+        _ => "a failure",
+    };
+    OpError::Mismatch {
+        op,
+        reply: reply.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +285,28 @@ mod tests {
             Err(LimitError::ValueTooLarge { len: 9, limit: 8 })
         );
         assert_eq!(MAX_TTL_SECONDS, 259_200);
+    }
+
+    #[test]
+    fn every_op_gets_its_own_answer_and_failures_stay_typed() {
+        assert_eq!(Reply::Value(None).into_get(), Ok(None));
+        assert_eq!(Reply::Stored.into_stored(), Ok(()));
+        assert_eq!(Reply::Deleted(true).into_deleted(), Ok(true));
+        assert_eq!(Reply::Unavailable.into_get(), Err(OpError::Draining));
+        assert_eq!(
+            Reply::ReplicaNotUpdated {
+                peer: "c".into(),
+                reason: "timeout".into()
+            }
+            .into_stored(),
+            Err(OpError::ReplicaNotUpdated {
+                peer: "c".into(),
+                reason: "timeout".into()
+            })
+        );
+        assert!(matches!(
+            Reply::Stored.into_get(),
+            Err(OpError::Mismatch { op: "get", .. })
+        ));
     }
 }

@@ -223,29 +223,34 @@ fn checked_key(key: Bytes, limits: &Limits) -> Result<Box<[u8]>, ApiError> {
 }
 
 /// The response message for the reply a core gave to a `method` op, or the
-/// error to answer with instead.
+/// error to answer with instead (each method takes its own typed answer).
 pub fn encode_reply(method: Method, reply: Reply) -> Result<FramedMessage, ApiError> {
-    match (method, reply) {
-        (Method::Get, Reply::Value(Some(hit))) => Ok(framed_with_value(
-            &wire::GetResponse {
-                found: true,
-                hot: hit.hot,
-                expires_in_ms: expires_in_ms(hit.expires_at, Instant::now()),
-                ..Default::default()
-            },
-            GET_RESPONSE_VALUE_TAG,
-            &hit.value,
-        )),
-        (Method::Get, Reply::Value(None)) => Ok(framed(&wire::GetResponse::default())),
-        (Method::Set, Reply::Stored) => Ok(framed(&wire::SetResponse {})),
-        (Method::Replicate, Reply::Stored) => Ok(framed(&wire::ReplicateResponse {})),
-        (Method::Delete, Reply::Deleted(deleted)) => Ok(framed(&wire::DeleteResponse { deleted })),
-        (_, Reply::TooLarge(reason)) => Err(ApiError::EntryTooLarge(reason)),
-        (_, Reply::Unavailable) => Err(ApiError::Draining),
-        (method, other) => Err(ApiError::from_reply(other).unwrap_or_else(|| {
-            ApiError::Internal(format!("unexpected reply to {}", method.name()))
-        })),
-    }
+    Ok(match method {
+        Method::Get => match reply.into_get()? {
+            Some(hit) => framed_with_value(
+                &wire::GetResponse {
+                    found: true,
+                    hot: hit.hot,
+                    expires_in_ms: expires_in_ms(hit.expires_at, Instant::now()),
+                    ..Default::default()
+                },
+                GET_RESPONSE_VALUE_TAG,
+                &hit.value,
+            ),
+            None => framed(&wire::GetResponse::default()),
+        },
+        Method::Set => {
+            reply.into_stored()?;
+            framed(&wire::SetResponse {})
+        }
+        Method::Replicate => {
+            reply.into_stored()?;
+            framed(&wire::ReplicateResponse {})
+        }
+        Method::Delete => framed(&wire::DeleteResponse {
+            deleted: reply.into_deleted()?,
+        }),
+    })
 }
 
 /// Client side: a framed `GetRequest`.

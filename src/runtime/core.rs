@@ -21,8 +21,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
 
@@ -30,7 +31,7 @@ use crate::config::Config;
 use crate::control::{ControlClient, RingBoard};
 use crate::engine::{Effect, Engine, RingFacts, Settings, Token};
 use crate::metrics::{CopyKind, CoreMetrics, CoreSnapshot, OpKind, PeerOutcome};
-use crate::ops::{Limits, Op, Reply, Scope};
+use crate::ops::{DeleteAnswer, GetAnswer, Limits, Op, Reply, Scope, StoreAnswer};
 use crate::origin::OriginClient;
 use crate::peer::{PeerConfig, PeerError, PeerPool, DEFAULT_RECONNECT_BACKOFF};
 use crate::routing::{core_of, NodeId, Ring};
@@ -222,6 +223,28 @@ impl Core {
     /// ring), then on the owner core there.
     pub async fn call(&self, op: Op) -> Reply {
         self.route(op, Scope::Cluster).await
+    }
+
+    /// A read of `key`, wherever it lives.
+    pub async fn get(&self, key: Box<[u8]>) -> GetAnswer {
+        self.call(Op::get(key)).await.into_get()
+    }
+
+    /// A write of `key`, wherever it lives; a zero `ttl` never expires.
+    pub async fn set(&self, key: Box<[u8]>, value: Bytes, ttl: Duration, hot: bool) -> StoreAnswer {
+        self.call(Op::Set {
+            key,
+            value,
+            ttl,
+            hot,
+        })
+        .await
+        .into_stored()
+    }
+
+    /// A delete of `key`, wherever it lives: whether a live entry went.
+    pub async fn delete(&self, key: Box<[u8]>) -> DeleteAnswer {
+        self.call(Op::Delete { key }).await.into_deleted()
     }
 
     /// Run `op` on this node, on the key's home core, whatever the ring

@@ -28,7 +28,7 @@ use super::route::{route, Command, Style};
 use crate::chunked;
 use crate::error::ApiError;
 use crate::metrics::{render, OpKind};
-use crate::ops::{Hit, Op, Reply};
+use crate::ops::{Hit, OpError};
 use crate::runtime::core::{Core, Deadline};
 
 /// Size of a connection's input and output buffers while idle; what they
@@ -599,8 +599,8 @@ fn refuse(core: &Core, err: &ApiError, out: &mut Vec<u8>, op: OpKind) -> Step {
 /// Run a command and write its response; returns the status sent.
 async fn execute(core: &Core, command: Command, out: &mut Vec<u8>, close: bool) -> u16 {
     match command {
-        Command::Get { key, style } => match core.call(Op::get(key)).await {
-            Reply::Value(Some(Hit { value, hot, .. })) => {
+        Command::Get { key, style } => match core.get(key).await {
+            Ok(Some(Hit { value, hot, .. })) => {
                 match style {
                     Style::Seed => {
                         response::write_head(out, 200, TEXT, value.len() + 6, close, &[]);
@@ -621,8 +621,8 @@ async fn execute(core: &Core, command: Command, out: &mut Vec<u8>, close: bool) 
                 }
                 200
             }
-            Reply::Value(None) => text(out, 404, "not found", close),
-            other => unexpected(out, other, close),
+            Ok(None) => text(out, 404, "not found", close),
+            Err(e) => failed(out, e, close),
         },
         Command::Set {
             key,
@@ -630,22 +630,14 @@ async fn execute(core: &Core, command: Command, out: &mut Vec<u8>, close: bool) 
             ttl,
             hot,
             style: _,
-        } => match core
-            .call(Op::Set {
-                key,
-                value,
-                ttl,
-                hot,
-            })
-            .await
-        {
-            Reply::Stored => text(out, 200, "ok", close),
-            other => unexpected(out, other, close),
+        } => match core.set(key, value, ttl, hot).await {
+            Ok(()) => text(out, 200, "ok", close),
+            Err(e) => failed(out, e, close),
         },
-        Command::Delete { key, style: _ } => match core.call(Op::Delete { key }).await {
-            Reply::Deleted(true) => text(out, 200, "deleted", close),
-            Reply::Deleted(false) => text(out, 200, "not found", close),
-            other => unexpected(out, other, close),
+        Command::Delete { key, style: _ } => match core.delete(key).await {
+            Ok(true) => text(out, 200, "deleted", close),
+            Ok(false) => text(out, 200, "not found", close),
+            Err(e) => failed(out, e, close),
         },
         Command::Owner { key } => {
             let view = core.ring_view();
@@ -713,9 +705,8 @@ fn text(out: &mut Vec<u8>, status: u16, line: &str, close: bool) -> u16 {
 }
 
 /// A reply that is a failure (or, by a bug, the wrong kind of answer).
-fn unexpected(out: &mut Vec<u8>, reply: Reply, close: bool) -> u16 {
-    let err = ApiError::from_reply(reply)
-        .unwrap_or_else(|| ApiError::Internal("unexpected reply from the owning core".into()));
+fn failed(out: &mut Vec<u8>, error: OpError, close: bool) -> u16 {
+    let err = ApiError::from(error);
     response::write_error(out, &err, close);
     err.status()
 }
