@@ -835,22 +835,29 @@ pub fn ttl_reply(found: Option<&Hit>, unit: TimeUnit, now: Instant) -> i64 {
 }
 
 /// Runs `ops` concurrently, each on its key's owner; replies in order.
-async fn fan_out(core: &Rc<Core>, mut ops: Vec<Op>) -> Vec<Reply> {
-    if ops.len() == 1 {
-        if let Some(op) = ops.pop() {
-            return vec![core.call(op).await];
-        }
+/// An op that completes at once (a key of this core) is answered inline;
+/// only one that must wait (another core, another node, a load) gets a
+/// task of its own, so a multi-key command on local keys spawns nothing.
+async fn fan_out(core: &Rc<Core>, ops: Vec<Op>) -> Vec<Reply> {
+    enum Slot {
+        Done(Reply),
+        Waiting(glommio::Task<Reply>),
     }
-    let tasks: Vec<_> = ops
-        .into_iter()
-        .map(|op| {
-            let core = Rc::clone(core);
-            glommio::spawn_local(async move { core.call(op).await })
-        })
-        .collect();
-    let mut replies = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        replies.push(task.await);
+    let mut slots = Vec::with_capacity(ops.len());
+    for op in ops {
+        let core = Rc::clone(core);
+        let mut call = Box::pin(async move { core.call(op).await });
+        slots.push(match futures_lite::future::poll_once(&mut call).await {
+            Some(reply) => Slot::Done(reply),
+            None => Slot::Waiting(glommio::spawn_local(call)),
+        });
+    }
+    let mut replies = Vec::with_capacity(slots.len());
+    for slot in slots {
+        replies.push(match slot {
+            Slot::Done(reply) => reply,
+            Slot::Waiting(task) => task.await,
+        });
     }
     replies
 }
