@@ -505,3 +505,31 @@ fn set_expiries_follow_redis_within_the_three_day_limit() {
         );
     }
 }
+
+/// SIGTERM: idle RESP connections are closed, a command already sent is
+/// answered before its connection closes, and the node exits 0.
+#[test]
+fn draining_closes_resp_connections_after_answering_what_was_read() {
+    let mut node = Node::start(&["--no-pin", "--max-memory", "64MiB", "--shutdown-grace", "2"]);
+    let _log = node.log_on_panic();
+    let port = resp_port(node.port);
+    let mut idle = Client::connect(port);
+    assert_eq!(idle.cmd(&["PING"]), Value::Simple("PONG".into()));
+    let mut busy = Client::connect(port);
+    assert_eq!(busy.cmd(&["SET", "drain:k", "v"]), Value::ok());
+    node.signal("TERM");
+    // Sent right after the signal: answered (if the node read it before it
+    // stopped reading), then closed; never left hanging.
+    let _ = busy.try_send(&encode_str(&["GET", "drain:k"]));
+    let got = busy
+        .wait_closed(Duration::from_secs(5))
+        .expect("a busy connection closes while draining");
+    let got = String::from_utf8_lossy(&got).into_owned();
+    assert!(got.is_empty() || got == "$1\r\nv\r\n", "{got:?}");
+    idle.wait_closed(Duration::from_secs(5))
+        .expect("an idle connection closes while draining");
+    let status = node
+        .wait_exit(Duration::from_secs(6))
+        .expect("exits after draining");
+    assert_eq!(status.code(), Some(0), "exit status");
+}
