@@ -42,6 +42,8 @@ pub mod resp;
 pub mod routing;
 /// Executors, pinning, the core mesh, start-up checks and shutdown.
 pub mod runtime;
+/// Socket writes that skip the ring when the kernel takes the bytes at once.
+pub mod sockets;
 /// One core's LRU + TTL shard (pure).
 pub mod store;
 

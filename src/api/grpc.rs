@@ -61,6 +61,7 @@ use crate::peer::announce::{self, FirstBytes, Prefixed};
 use crate::peer::streams::{read_unary_within, send_message, ReadError};
 use crate::routing::core_of;
 use crate::runtime::core::Core;
+use crate::sockets::SendFirst;
 
 pub use crate::grpc::h2_settings::MAX_CONCURRENT_STREAMS;
 /// How often an open connection looks at the draining flag.
@@ -161,7 +162,13 @@ pub async fn serve_grpc_connection_after(core: Rc<Core>, stream: TcpStream, read
     // The deadline stays unset while the connection behaves; it is the
     // reaper's backstop once the connection was asked to go away.
     let (id, deadline) = core.register_connection(stream.as_raw_fd());
-    if let Err(e) = run(&core, Prefixed::new(read, stream), &deadline).await {
+    if let Err(e) = run(
+        &core,
+        Prefixed::new(read, SendFirst::new(stream)),
+        &deadline,
+    )
+    .await
+    {
         debug!(core = core.id, "gRPC connection ended: {e}");
     }
     core.unregister_connection(id);
@@ -217,7 +224,7 @@ pub async fn read_opening(stream: &mut TcpStream, limit: Duration) -> Opening {
 
 async fn run(
     core: &Rc<Core>,
-    stream: Prefixed<TcpStream>,
+    stream: Prefixed<SendFirst<TcpStream>>,
     deadline: &crate::runtime::core::Deadline,
 ) -> Result<(), h2::Error> {
     let limit = cache::max_message_bytes(&core.limits);

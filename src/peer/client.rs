@@ -30,6 +30,7 @@ use crate::grpc::reason::Reason;
 use crate::grpc::status::Code;
 use crate::grpc::{timeout, CONTENT_TYPE as GRPC_CONTENT_TYPE};
 use crate::ops::{Hit, Op, ReplicaUpdate, Reply};
+use crate::sockets::SendFirst;
 
 /// How long a client connects without the home-core announcement after an
 /// announced connection ended before any answer: a node from before
@@ -470,7 +471,7 @@ impl PeerClient {
                     })?;
             }
             crate::grpc::h2_settings::client()
-                .handshake::<_, Bytes>(TokioIo(stream))
+                .handshake::<_, Bytes>(TokioIo(SendFirst::new(stream)))
                 .await
                 .map_err(|e| PeerError::Connect {
                     addr,

@@ -30,6 +30,7 @@ use crate::error::ApiError;
 use crate::metrics::{render, OpKind};
 use crate::ops::{Hit, OpError};
 use crate::runtime::core::{Core, Deadline};
+use crate::sockets;
 
 /// Size of a connection's input and output buffers while idle; what they
 /// shrink back to after a larger request or batch.
@@ -423,7 +424,7 @@ async fn write_out(
     deadline: &Deadline,
     idle_timeout: Duration,
 ) -> io::Result<()> {
-    let mut written = send_now(stream, out)?;
+    let mut written = sockets::send_now(stream.as_raw_fd(), out)?;
     while written < out.len() {
         deadline.set(Some(Instant::now() + idle_timeout));
         let n = stream.write(&out[written..]).await?;
@@ -433,32 +434,6 @@ async fn write_out(
         written += n;
     }
     Ok(())
-}
-
-/// Sends what the socket takes right now with one `send(2)` that never
-/// blocks (`MSG_DONTWAIT`), and returns how much that was. A response
-/// almost always fits in the socket's buffer, and sending it here saves
-/// the io_uring round trip of a ring write (a submission, its completion
-/// and a wake-up of this task); what does not fit goes through the ring.
-fn send_now(stream: &TcpStream, out: &[u8]) -> io::Result<usize> {
-    // SAFETY: the fd belongs to this live connection and `out` is a valid
-    // buffer of `out.len()` bytes for the duration of the call.
-    let sent = unsafe {
-        libc::send(
-            stream.as_raw_fd(),
-            out.as_ptr().cast(),
-            out.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if sent >= 0 {
-        return Ok(sent as usize);
-    }
-    let err = io::Error::last_os_error();
-    match err.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-        _ => Err(err),
-    }
 }
 
 enum Step {
