@@ -47,9 +47,13 @@ use crate::resp::table;
 use crate::resp::{Limits, Parsed, Protocol, ReplyWriter, RequestParser};
 use crate::runtime::core::{Core, Deadline};
 
-/// What a connection reads per system call, and the size its buffers
-/// shrink back to.
+/// What a connection reads per system call.
 pub const READ_CHUNK: usize = 16 * 1024;
+/// The input and output buffers of an idle connection, and what they
+/// shrink back to after a large command or batch (with the read chunk, an
+/// idle RESP connection holds 24 KiB; most commands and replies of a batch
+/// fit in 4 KiB).
+pub const IDLE_BUFFER: usize = 4 * 1024;
 /// The Redis version clients are told they talk to: the command set and
 /// replies follow Redis 7.2.
 pub const REDIS_VERSION: &str = "7.2.0";
@@ -172,9 +176,9 @@ impl<'a> Buffers<'a> {
     fn new(core: &'a Core) -> Buffers<'a> {
         let mut buffers = Buffers {
             core,
-            input: BytesMut::with_capacity(READ_CHUNK),
+            input: BytesMut::with_capacity(IDLE_BUFFER),
             scratch: vec![0; READ_CHUNK],
-            out: Vec::with_capacity(READ_CHUNK),
+            out: Vec::with_capacity(IDLE_BUFFER),
             partial: 0,
             reported: 0,
         };
@@ -200,11 +204,11 @@ impl<'a> Buffers<'a> {
     /// back to their idle size.
     fn settle(&mut self) {
         self.out.clear();
-        if self.out.capacity() > READ_CHUNK {
-            self.out = Vec::with_capacity(READ_CHUNK);
+        if self.out.capacity() > 4 * IDLE_BUFFER {
+            self.out = Vec::with_capacity(IDLE_BUFFER);
         }
-        if self.input.capacity() > 4 * READ_CHUNK && self.input.len() <= READ_CHUNK {
-            let mut small = BytesMut::with_capacity(READ_CHUNK);
+        if self.input.capacity() > 4 * READ_CHUNK && self.input.len() <= IDLE_BUFFER {
+            let mut small = BytesMut::with_capacity(IDLE_BUFFER);
             small.extend_from_slice(&self.input);
             self.input = small;
         }
@@ -338,13 +342,15 @@ async fn run(
             ));
         }
         deadline.set(Some(until));
-        // Room for the rest of a bulk whose length is known, at once.
-        let want = needed.unwrap_or(0).max(READ_CHUNK);
+        // What the next read may add to the input buffer: room for the rest
+        // of a bulk whose length is known is made at once; otherwise the
+        // buffer grows (doubling) only if a full read does not fit.
         let spare = buffers.input.capacity() - buffers.input.len();
-        let growth = if spare >= want {
-            0
-        } else {
-            want.max(buffers.input.capacity())
+        let reserve = needed.filter(|&more| more > spare);
+        let growth = match reserve {
+            Some(more) => more.max(buffers.input.capacity()),
+            None if spare < READ_CHUNK => READ_CHUNK.max(buffers.input.capacity()),
+            None => 0,
         };
         if growth > 0 && core.connection_memory_exhausted(growth) {
             if let Err(e) = wait_for_connection_memory(core, growth).await {
@@ -354,8 +360,8 @@ async fn run(
                 return Ok(());
             }
         }
-        if growth > 0 {
-            buffers.input.reserve(want);
+        if let Some(more) = reserve {
+            buffers.input.reserve(more);
             buffers.account();
         }
         let n = stream.read(&mut buffers.scratch).await?;
