@@ -50,8 +50,7 @@ pub const DEFAULT_ORIGIN_CONCURRENCY: usize = 64;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Smallest default connection-buffer budget of a node.
 pub const DEFAULT_MIN_CONNECTION_MEMORY: u64 = 64 << 20;
-/// Members a ring may have, so `/setpeer` or etcd cannot grow it unbounded.
-pub const DEFAULT_MAX_RING_MEMBERS: usize = 256;
+pub use crate::control::DEFAULT_MAX_RING_MEMBERS;
 
 /// Upper bounds checked at start-up, so no duration can overflow an
 /// `Instant` and no size an allocation later.
@@ -66,12 +65,8 @@ pub mod bounds {
     pub const MAX_CONNECTIONS: usize = 1_000_000;
     /// Members a ring may be configured to hold.
     pub const MAX_RING_MEMBERS: usize = 4096;
-    /// Tokens or cluster secrets one node accepts at once.
-    pub const MAX_CREDENTIALS: usize = 16;
-    /// Shortest token or cluster secret accepted: guessing must not pay.
-    pub const MIN_CREDENTIAL_BYTES: usize = 16;
-    /// Longest token or cluster secret (it travels in a header).
-    pub const MAX_CREDENTIAL_BYTES: usize = 512;
+    /// Tokens and cluster secrets: how many, how long (owned by `auth`).
+    pub use crate::auth::{MAX_CREDENTIALS, MAX_CREDENTIAL_BYTES, MIN_CREDENTIAL_BYTES};
 }
 
 /// Flags of `nexuscache serve`. Every one can also come from the environment
