@@ -332,3 +332,35 @@ fn sigterm_with_open_grpc_connections_exits_cleanly() {
     assert!(status.success(), "exit status {status}");
     drop(c);
 }
+
+/// gRPC calls count in `nexuscache_requests_total{protocol="grpc"}` under
+/// the op and the HTTP status that means the same as their code.
+#[test]
+fn grpc_calls_are_counted_per_protocol() {
+    let node = node();
+    let _log = node.node.log_on_panic();
+    let count = |op: &str, status: &str| {
+        node.node.metrics().sum(
+            "nexuscache_requests_total",
+            &[("protocol", "grpc"), ("op", op), ("status", status)],
+        )
+    };
+    let (sets, gets, refused) = (
+        count("set", "200"),
+        count("get", "200"),
+        count("get", "400"),
+    );
+    runtime().block_on(async {
+        let mut c = client(node).await;
+        c.set(set(b"counted", b"v", 0, false)).await.unwrap();
+        c.get(get(b"counted")).await.unwrap();
+        let empty = c.get(get(b"")).await.expect_err("an empty key is refused");
+        assert_eq!(empty.code(), Code::InvalidArgument);
+    });
+    assert!(count("set", "200") >= sets + 1.0, "the Set was not counted");
+    assert!(count("get", "200") >= gets + 1.0, "the Get was not counted");
+    assert!(
+        count("get", "400") >= refused + 1.0,
+        "the refused Get was not counted"
+    );
+}

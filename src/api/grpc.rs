@@ -55,7 +55,7 @@ use crate::grpc::io::TokioIo;
 use crate::grpc::percent::encode_message;
 use crate::grpc::status::{Code, Status};
 use crate::grpc::{timeout, CONTENT_TYPE as GRPC_CONTENT_TYPE};
-use crate::metrics::Landing;
+use crate::metrics::{Landing, OpKind, Protocol};
 use crate::ops::{Op, Reply};
 use crate::peer::announce::{self, FirstBytes, Prefixed};
 use crate::peer::streams::{read_unary_within, send_message, ReadError};
@@ -340,10 +340,24 @@ async fn wait_for_drain(core: Rc<Core>) {
 async fn handle(
     core: Rc<Core>,
     request: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+    limit: usize,
+    guard: StreamGuard,
+) {
+    let started = Instant::now();
+    let (op, code) = answer(&core, request, respond, limit, guard).await;
+    core.metrics
+        .record_request_on(Protocol::Grpc, op, code.http_status(), started.elapsed());
+}
+
+/// Answers one call; the op it was and the code it ended with.
+async fn answer(
+    core: &Rc<Core>,
+    request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     limit: usize,
     mut guard: StreamGuard,
-) {
+) -> (OpKind, Code) {
     let (head, mut body) = request.into_parts();
     let is_grpc = head
         .headers
@@ -363,7 +377,7 @@ async fn handle(
             ),
         );
         send_status(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE, &status);
-        return;
+        return (OpKind::Other, status.code);
     }
     if head.method != http::Method::POST {
         let status = Status::unimplemented(format!(
@@ -371,20 +385,17 @@ async fn handle(
             head.method
         ));
         send_status(&mut respond, StatusCode::METHOD_NOT_ALLOWED, &status);
-        return;
+        return (OpKind::Other, status.code);
     }
     // Who is calling, from the headers alone: nothing of an unauthorised
     // call's message is read or buffered.
-    let caller = match authorize(&core, &head.headers) {
+    let caller = match authorize(core, &head.headers) {
         Ok(caller) => caller,
         Err(e) => {
             core.metrics.record_auth_failure();
-            send_status(
-                &mut respond,
-                StatusCode::OK,
-                &Status::from(ApiError::Auth(e)),
-            );
-            return;
+            let status = Status::from(ApiError::Auth(e));
+            send_status(&mut respond, StatusCode::OK, &status);
+            return (OpKind::Other, status.code);
         }
     };
     if caller == Caller::Peer && core.config.credentials.has_cluster_secret() {
@@ -396,13 +407,14 @@ async fn handle(
     let Some(method) = Method::from_path(head.uri.path()) else {
         let status = Status::unimplemented(format!("unknown method {}", head.uri.path()));
         send_status(&mut respond, StatusCode::OK, &status);
-        return;
+        return (OpKind::Other, status.code);
     };
     if method == Method::Replicate && caller != Caller::Peer {
         core.metrics.record_auth_failure();
         let refused = ApiError::Auth(AuthError::PeerOnly("nexuscache.v1.Peer/Replicate"));
-        send_status(&mut respond, StatusCode::OK, &Status::from(refused));
-        return;
+        let status = Status::from(refused);
+        send_status(&mut respond, StatusCode::OK, &status);
+        return (op_kind(method), status.code);
     }
     let deadline = match head
         .headers
@@ -412,16 +424,13 @@ async fn handle(
         None => None,
         Some(Ok(deadline)) => Some(deadline),
         Some(Err(e)) => {
-            send_status(
-                &mut respond,
-                StatusCode::OK,
-                &Status::internal(e.to_string()),
-            );
-            return;
+            let status = Status::internal(e.to_string());
+            send_status(&mut respond, StatusCode::OK, &status);
+            return (op_kind(method), status.code);
         }
     };
 
-    let call = serve_call(&core, caller, method, &mut body, limit, &mut guard.hold);
+    let call = serve_call(core, caller, method, &mut body, limit, &mut guard.hold);
     let outcome = match deadline {
         None => call.await,
         Some(deadline) => {
@@ -457,7 +466,21 @@ async fn handle(
                 );
             }
         }
-        Err(status) => send_status(&mut respond, StatusCode::OK, &status),
+        Err(status) => {
+            send_status(&mut respond, StatusCode::OK, &status);
+            return (op_kind(method), status.code);
+        }
+    }
+    (op_kind(method), Code::Ok)
+}
+
+/// The `op` label of a method in `nexuscache_requests_total`.
+fn op_kind(method: Method) -> OpKind {
+    match method {
+        Method::Get => OpKind::Get,
+        Method::Set => OpKind::Set,
+        Method::Delete => OpKind::Delete,
+        Method::Replicate => OpKind::Other,
     }
 }
 

@@ -89,6 +89,25 @@ impl Code {
         }
     }
 
+    /// The HTTP status that means the same (google.rpc's mapping), for
+    /// counting gRPC outcomes beside HTTP and RESP ones.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Code::Ok => 200,
+            Code::Cancelled => 499,
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
+            Code::Unauthenticated => 401,
+            Code::PermissionDenied => 403,
+            Code::NotFound => 404,
+            Code::AlreadyExists | Code::Aborted => 409,
+            Code::ResourceExhausted => 429,
+            Code::Unimplemented => 501,
+            Code::Unavailable => 503,
+            Code::DeadlineExceeded => 504,
+            Code::Unknown | Code::Internal | Code::DataLoss => 500,
+        }
+    }
+
     /// The upper-case name used in the gRPC documentation.
     pub fn name(self) -> &'static str {
         match self {
