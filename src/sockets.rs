@@ -7,12 +7,14 @@
 //! completion and a wake-up of the task that waits for it. What the socket
 //! does not take right away goes through the ring as before.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use futures_lite::io::{AsyncRead, AsyncWrite};
+use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// Sends what the socket `fd` takes right now; how much that was (0 when
 /// its buffer is full).
@@ -38,6 +40,28 @@ pub fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
         io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
         _ => Err(err),
     }
+}
+
+/// Writes `out` whole: [`send_now`] first, the ring for the rest. Each
+/// ring write that makes progress moves `deadline` an idle timeout on, so
+/// a client that reads slowly is served while one that stops reading is
+/// closed by the core's reaper (its shutdown(2) fails the blocked write).
+pub async fn write_out<S: AsyncWrite + AsRawFd + Unpin>(
+    stream: &mut S,
+    out: &[u8],
+    deadline: &Cell<Option<Instant>>,
+    idle_timeout: Duration,
+) -> io::Result<()> {
+    let mut written = send_now(stream.as_raw_fd(), out)?;
+    while written < out.len() {
+        deadline.set(Some(Instant::now() + idle_timeout));
+        let n = stream.write(&out[written..]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        written += n;
+    }
+    Ok(())
 }
 
 /// A stream whose writes try [`send_now`] first and use the stream's own

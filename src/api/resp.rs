@@ -31,7 +31,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use tracing::debug;
 
@@ -46,6 +46,7 @@ use crate::resp::command::{
 use crate::resp::table;
 use crate::resp::{Limits, Parsed, Protocol, ReplyWriter, RequestParser};
 use crate::runtime::core::{Core, Deadline};
+use crate::sockets;
 
 /// What a connection reads per system call.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -316,7 +317,7 @@ async fn run(
         }
         buffers.account();
         if !buffers.out.is_empty() {
-            write_out(stream, &buffers.out, deadline, core.config.idle_timeout()).await?;
+            sockets::write_out(stream, &buffers.out, deadline, core.config.idle_timeout()).await?;
         }
         // Draining: what was read is answered; then the connection closes.
         if close || core.is_draining() {
@@ -356,7 +357,8 @@ async fn run(
             if let Err(e) = wait_for_connection_memory(core, growth).await {
                 buffers.out.clear();
                 ReplyWriter::new(&mut buffers.out, session.protocol).error(&api_error_line(&e));
-                write_out(stream, &buffers.out, deadline, core.config.idle_timeout()).await?;
+                sockets::write_out(stream, &buffers.out, deadline, core.config.idle_timeout())
+                    .await?;
                 return Ok(());
             }
         }
@@ -386,26 +388,6 @@ async fn wait_for_connection_memory(core: &Core, extra: usize) -> Result<(), Api
             });
         }
         glommio::timer::sleep(POLL).await;
-    }
-    Ok(())
-}
-
-/// Writes `out` whole; each write that makes progress moves the deadline
-/// an idle timeout on, so a client that stops reading is reaped.
-async fn write_out(
-    stream: &mut TcpStream,
-    out: &[u8],
-    deadline: &Deadline,
-    idle_timeout: Duration,
-) -> io::Result<()> {
-    let mut written = 0;
-    while written < out.len() {
-        deadline.set(Some(Instant::now() + idle_timeout));
-        let n = stream.write(&out[written..]).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        written += n;
     }
     Ok(())
 }

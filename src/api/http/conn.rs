@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use tracing::debug;
 
@@ -321,7 +321,7 @@ async fn run(
         }
         buffers.account();
         if !buffers.out.is_empty() {
-            write_out(stream, &buffers.out, deadline, core.config.idle_timeout()).await?;
+            sockets::write_out(stream, &buffers.out, deadline, core.config.idle_timeout()).await?;
         }
         if close {
             if !buffers.input.is_empty() {
@@ -356,7 +356,8 @@ async fn run(
             if let Err(e) = wait_for_connection_memory(core, growth).await {
                 buffers.out.clear();
                 response::write_error(&mut buffers.out, &e, true);
-                write_out(stream, &buffers.out, deadline, core.config.idle_timeout()).await?;
+                sockets::write_out(stream, &buffers.out, deadline, core.config.idle_timeout())
+                    .await?;
                 return Ok(());
             }
         }
@@ -412,28 +413,6 @@ async fn linger(stream: &mut TcpStream, deadline: &Deadline, scratch: &mut [u8])
             Ok(n) => drained += n,
         }
     }
-}
-
-/// Writes `out` whole. Each write that makes progress moves the deadline to
-/// an idle timeout from now, so a client that reads slowly is served while
-/// one that stops reading is closed by the core's reaper (its shutdown(2)
-/// fails the blocked write).
-async fn write_out(
-    stream: &mut TcpStream,
-    out: &[u8],
-    deadline: &Deadline,
-    idle_timeout: Duration,
-) -> io::Result<()> {
-    let mut written = sockets::send_now(stream.as_raw_fd(), out)?;
-    while written < out.len() {
-        deadline.set(Some(Instant::now() + idle_timeout));
-        let n = stream.write(&out[written..]).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        written += n;
-    }
-    Ok(())
 }
 
 enum Step {
