@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cluster_common::{
-    grpc_client, start_static_nodes_with, start_static_nodes_with_cores, static_node,
-    value_body, wait_for, wait_ring_members, ClusterNode, Discovery, MEMBERSHIP_DEADLINE,
+    grpc_client, start_static_nodes_with, start_static_nodes_with_cores, static_node, value_body,
+    wait_for, wait_ring_members, ClusterNode, Discovery, MEMBERSHIP_DEADLINE,
 };
 use common::{form, pct, uniq, Metrics};
 use grpc_common::runtime;
