@@ -439,6 +439,16 @@ impl CoreMetrics {
             .set(held.saturating_sub(shrunk as u64));
     }
 
+    /// Moves `charge` to `held` bytes, reporting the difference.
+    pub fn charge_connection_buffers(&self, charge: &mut BufferCharge, held: usize) {
+        if held != charge.reported {
+            let grown = held.saturating_sub(charge.reported);
+            let shrunk = charge.reported.saturating_sub(held);
+            self.connection_buffers_changed(grown, shrunk);
+            charge.reported = held;
+        }
+    }
+
     /// Bytes this core's connections hold in buffers right now.
     pub fn connection_buffer_bytes(&self) -> u64 {
         self.connection_buffer_bytes.get()
@@ -995,6 +1005,14 @@ fn tier_families(cores: &[(ShardStats, CoreSnapshot)]) -> Vec<MetricFamily> {
 fn process_families() -> Vec<MetricFamily> {
     use prometheus::core::Collector;
     prometheus::process_collector::ProcessCollector::for_self().collect()
+}
+
+/// What one connection last reported holding in buffers (see
+/// [`CoreMetrics::charge_connection_buffers`]); a connection charges its
+/// buffers through it and moves it to 0 when it ends.
+#[derive(Debug, Default)]
+pub struct BufferCharge {
+    reported: usize,
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use glommio::net::TcpStream;
 use tracing::debug;
 
 use crate::error::ApiError;
-use crate::metrics::{OpKind, Protocol as MetricProtocol};
+use crate::metrics::{BufferCharge, OpKind, Protocol as MetricProtocol};
 use crate::ops::MAX_TTL_SECONDS;
 use crate::ops::{Hit, Op, Reply};
 use crate::resp::command::{
@@ -170,7 +170,7 @@ struct Buffers<'a> {
     /// Bytes of the command being read that the parser already moved out
     /// of `input` (whole arguments of a command cut short).
     partial: usize,
-    reported: usize,
+    charge: BufferCharge,
 }
 
 impl<'a> Buffers<'a> {
@@ -181,7 +181,7 @@ impl<'a> Buffers<'a> {
             scratch: vec![0; READ_CHUNK],
             out: Vec::with_capacity(IDLE_BUFFER),
             partial: 0,
-            reported: 0,
+            charge: BufferCharge::default(),
         };
         buffers.account();
         buffers
@@ -193,12 +193,9 @@ impl<'a> Buffers<'a> {
 
     fn account(&mut self) {
         let held = self.held();
-        if held != self.reported {
-            let grown = held.saturating_sub(self.reported);
-            let shrunk = self.reported.saturating_sub(held);
-            self.core.metrics.connection_buffers_changed(grown, shrunk);
-            self.reported = held;
-        }
+        self.core
+            .metrics
+            .charge_connection_buffers(&mut self.charge, held);
     }
 
     /// After a write: buffers that grew for one large command or batch go
@@ -221,7 +218,7 @@ impl Drop for Buffers<'_> {
     fn drop(&mut self) {
         self.core
             .metrics
-            .connection_buffers_changed(0, std::mem::take(&mut self.reported));
+            .charge_connection_buffers(&mut self.charge, 0);
     }
 }
 

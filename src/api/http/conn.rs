@@ -27,7 +27,7 @@ use super::response::{self, CONTINUE, OCTETS, PROMETHEUS, TEXT};
 use super::route::{route, Command, Style};
 use crate::chunked;
 use crate::error::ApiError;
-use crate::metrics::{render, OpKind};
+use crate::metrics::{render, BufferCharge, OpKind};
 use crate::ops::{Hit, OpError};
 use crate::runtime::core::{Core, Deadline};
 use crate::sockets;
@@ -145,7 +145,7 @@ struct Buffers<'a> {
     core: &'a Core,
     input: InBuf,
     out: Vec<u8>,
-    reported: usize,
+    charge: BufferCharge,
 }
 
 impl<'a> Buffers<'a> {
@@ -154,7 +154,7 @@ impl<'a> Buffers<'a> {
             core,
             input: InBuf::new(),
             out: Vec::with_capacity(INITIAL_BUFFER),
-            reported: 0,
+            charge: BufferCharge::default(),
         };
         buffers.account();
         buffers
@@ -163,12 +163,9 @@ impl<'a> Buffers<'a> {
     /// Report the change in bytes held since the last report.
     fn account(&mut self) {
         let held = self.input.buf.len() + self.out.capacity();
-        if held != self.reported {
-            let grown = held.saturating_sub(self.reported);
-            let shrunk = self.reported.saturating_sub(held);
-            self.core.metrics.connection_buffers_changed(grown, shrunk);
-            self.reported = held;
-        }
+        self.core
+            .metrics
+            .charge_connection_buffers(&mut self.charge, held);
     }
 
     /// After a write: an output buffer that grew for a large batch goes
@@ -186,7 +183,7 @@ impl Drop for Buffers<'_> {
     fn drop(&mut self) {
         self.core
             .metrics
-            .connection_buffers_changed(0, std::mem::take(&mut self.reported));
+            .charge_connection_buffers(&mut self.charge, 0);
     }
 }
 
