@@ -11,6 +11,7 @@ use crate::auth::{AuthError, CredentialError};
 use crate::control::ControlError;
 use crate::grpc::reason::{Reason, ReasonCode};
 use crate::grpc::status::{Code, Status};
+use crate::mutation::Refusal;
 use crate::ops::{LimitError, OpError, Reply};
 
 /// The challenge of a 401 for a token that was presented but is not valid.
@@ -51,6 +52,10 @@ pub enum ApiError {
     },
     #[error("entry does not fit in the cache: {0}")]
     EntryTooLarge(String),
+    /// A conditional or read-modify-write op the key's entry does not
+    /// allow (`INCR` of a value that is not an integer, ...).
+    #[error("{0}")]
+    Refused(Refusal),
     #[error("server is shutting down")]
     Draining,
     /// The core's connections hold their whole share of
@@ -99,7 +104,9 @@ impl ApiError {
             ApiError::KeyTooLong { in_url: false, .. } => 400,
             ApiError::ValueTooLarge { .. }
             | ApiError::BodyTooLarge { .. }
-            | ApiError::EntryTooLarge(_) => 413,
+            | ApiError::EntryTooLarge(_)
+            | ApiError::Refused(Refusal::ValueTooLarge { .. }) => 413,
+            ApiError::Refused(Refusal::NotAnInteger | Refusal::Overflow) => 409,
             ApiError::HeadTooLarge { .. } | ApiError::TrailersTooLarge { .. } => 431,
             ApiError::NoRoute(_) | ApiError::PeerNotFound(_) => 404,
             ApiError::MembershipForbidden(_) => 403,
@@ -130,7 +137,11 @@ impl ApiError {
             | ApiError::EntryTooLarge(_)
             | ApiError::HeadTooLarge { .. }
             | ApiError::TrailersTooLarge { .. }
-            | ApiError::ConnectionMemoryExhausted { .. } => Code::ResourceExhausted,
+            | ApiError::ConnectionMemoryExhausted { .. }
+            | ApiError::Refused(Refusal::ValueTooLarge { .. }) => Code::ResourceExhausted,
+            ApiError::Refused(Refusal::NotAnInteger | Refusal::Overflow) => {
+                Code::FailedPrecondition
+            }
             ApiError::NoRoute(_) | ApiError::MethodNotAllowed { .. } => Code::Unimplemented,
             ApiError::PeerNotFound(_) => Code::NotFound,
             ApiError::MembershipForbidden(_) => Code::PermissionDenied,
@@ -219,6 +230,7 @@ impl From<OpError> for ApiError {
             OpError::ReplicaNotUpdated { peer, reason } => {
                 ApiError::ReplicaNotUpdated { peer, reason }
             }
+            OpError::Refused(refusal) => ApiError::Refused(refusal),
             OpError::Mismatch { op, reply } => {
                 ApiError::Internal(format!("the core answered a {op} with {reply}"))
             }
@@ -264,6 +276,11 @@ impl ApiError {
                 peer,
                 reason: detail,
             } => reason(ReasonCode::OwnerUnavailable, Some(peer), detail),
+            ApiError::Refused(Refusal::NotAnInteger) => reason(ReasonCode::NotAnInteger, None, ""),
+            ApiError::Refused(Refusal::Overflow) => reason(ReasonCode::Overflow, None, ""),
+            ApiError::Refused(Refusal::ValueTooLarge { len, limit }) => {
+                reason(ReasonCode::ValueTooLarge, None, &format!("{len}/{limit}"))
+            }
             _ => None,
         }
     }
@@ -286,6 +303,17 @@ impl ApiError {
                 peer: node,
                 reason: detail,
             },
+            ReasonCode::NotAnInteger => ApiError::Refused(Refusal::NotAnInteger),
+            ReasonCode::Overflow => ApiError::Refused(Refusal::Overflow),
+            ReasonCode::ValueTooLarge => {
+                // "len/limit"; a peer that sends something else still
+                // refused the value, by its own limit.
+                let mut parts = detail.split('/').map(|n| n.parse::<u64>().unwrap_or(0));
+                ApiError::Refused(Refusal::ValueTooLarge {
+                    len: parts.next().unwrap_or(0),
+                    limit: parts.next().unwrap_or(0),
+                })
+            }
         }
     }
 }

@@ -30,6 +30,8 @@ pub mod error;
 pub mod grpc;
 /// Per-core counters merged at scrape into Prometheus text.
 pub mod metrics;
+/// Conditional and read-modify-write ops on one key (pure).
+pub mod mutation;
 /// The messages that cross cores.
 pub mod ops;
 /// Read-through origin: the HTTP client a key's owner loads misses with.

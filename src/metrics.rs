@@ -25,6 +25,8 @@ pub enum OpKind {
     Get,
     Set,
     Delete,
+    /// Conditional and read-modify-write ops (`INCR`, `SET NX`, ...).
+    Mutate,
     Health,
     Ready,
     Metrics,
@@ -32,10 +34,11 @@ pub enum OpKind {
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 7] = [
+    pub const ALL: [OpKind; 8] = [
         OpKind::Get,
         OpKind::Set,
         OpKind::Delete,
+        OpKind::Mutate,
         OpKind::Health,
         OpKind::Ready,
         OpKind::Metrics,
@@ -46,6 +49,7 @@ impl OpKind {
             OpKind::Get => "get",
             OpKind::Set => "set",
             OpKind::Delete => "delete",
+            OpKind::Mutate => "mutate",
             OpKind::Health => "health",
             OpKind::Ready => "ready",
             OpKind::Metrics => "metrics",

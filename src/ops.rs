@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::metrics::CoreSnapshot;
+use crate::mutation::{Mutated, Mutation, Refusal};
 use crate::store::ShardStats;
 
 /// The longest TTL any protocol accepts: three days.
@@ -81,6 +82,12 @@ pub enum Op {
     Delete {
         key: Box<[u8]>,
     },
+    /// A conditional or read-modify-write op, run atomically on the key's
+    /// owner (`crate::mutation`).
+    Mutate {
+        key: Box<[u8]>,
+        mutation: Mutation,
+    },
     /// From the key's owner: store or drop this node's hot-tier copy.
     Replicate {
         key: Box<[u8]>,
@@ -105,6 +112,7 @@ impl Op {
             Op::Get { key, .. }
             | Op::Set { key, .. }
             | Op::Delete { key }
+            | Op::Mutate { key, .. }
             | Op::Replicate { key, .. } => Some(key),
             Op::Snapshot => None,
         }
@@ -159,6 +167,10 @@ pub enum Reply {
     Stored,
     /// Result of `Delete`: whether a live entry was removed.
     Deleted(bool),
+    /// Result of `Mutate`.
+    Mutated(Mutated),
+    /// A `Mutate` refused (the entry is unchanged).
+    Refused(Refusal),
     Snapshot(Box<(ShardStats, CoreSnapshot)>),
     /// The entry can never fit in the owning shard.
     TooLarge(String),
@@ -194,6 +206,8 @@ pub enum OpError {
     OriginFailed(String),
     /// The owner stored the write but the hot copy on `peer` missed it.
     ReplicaNotUpdated { peer: String, reason: String },
+    /// A mutation the key's entry does not allow (not an integer, ...).
+    Refused(Refusal),
     /// The core answered with a reply of another op: a bug, never the
     /// client's doing.
     Mismatch { op: &'static str, reply: String },
@@ -205,6 +219,8 @@ pub type GetAnswer = Result<Option<Hit>, OpError>;
 pub type StoreAnswer = Result<(), OpError>;
 /// What a delete answers: whether a live entry was removed.
 pub type DeleteAnswer = Result<bool, OpError>;
+/// What a mutation answers.
+pub type MutateAnswer = Result<Mutated, OpError>;
 
 impl Reply {
     /// The failure this reply stands for, or the reply itself when it is
@@ -220,6 +236,7 @@ impl Reply {
             Reply::ReplicaNotUpdated { peer, reason } => {
                 Err(OpError::ReplicaNotUpdated { peer, reason })
             }
+            Reply::Refused(refusal) => Err(OpError::Refused(refusal)),
             answer => Ok(answer),
         }
     }
@@ -247,6 +264,14 @@ impl Reply {
             other => Err(mismatch("delete", &other)),
         }
     }
+
+    /// The reply to a `Mutate`, typed.
+    pub fn into_mutated(self) -> MutateAnswer {
+        match self.failure()? {
+            Reply::Mutated(mutated) => Ok(mutated),
+            other => Err(mismatch("mutate", &other)),
+        }
+    }
 }
 
 fn mismatch(op: &'static str, reply: &Reply) -> OpError {
@@ -254,6 +279,7 @@ fn mismatch(op: &'static str, reply: &Reply) -> OpError {
         Reply::Value(_) => "a value",
         Reply::Stored => "stored",
         Reply::Deleted(_) => "deleted",
+        Reply::Mutated(_) => "mutated",
         Reply::Snapshot(_) => "a snapshot",
         _ => "a failure",
     };

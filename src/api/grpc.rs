@@ -480,6 +480,7 @@ fn op_kind(method: Method) -> OpKind {
         Method::Get => OpKind::Get,
         Method::Set => OpKind::Set,
         Method::Delete => OpKind::Delete,
+        Method::Mutate => OpKind::Mutate,
         Method::Replicate => OpKind::Other,
     }
 }

@@ -74,6 +74,8 @@ pub struct Settings {
     pub has_origin: bool,
     pub origin_ttl: Duration,
     pub jitter: TtlJitter,
+    /// `--max-value-bytes`: what `APPEND` may grow a value to.
+    pub max_value_bytes: u64,
 }
 
 impl Settings {
@@ -89,6 +91,7 @@ impl Settings {
             has_origin: config.origin.is_some(),
             origin_ttl: config.origin_ttl(),
             jitter: TtlJitter::new(config.ttl_jitter, config.ttl_jitter_max()),
+            max_value_bytes: config.max_value_bytes,
         }
     }
 }

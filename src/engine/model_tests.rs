@@ -180,6 +180,7 @@ impl Sim {
             has_origin: rng.bool(),
             origin_ttl: Duration::from_secs(3_600),
             jitter: TtlJitter::new(0.1, Duration::from_secs(60)),
+            max_value_bytes: 1 << 20,
         };
         let names: Vec<NodeId> = NODES.iter().map(|n| NodeId::from(*n)).collect();
         Sim {

@@ -9,6 +9,7 @@ use super::{
     AutoHot, Counters, Effect, LoadId, OriginLoad, PeerLoad, RingFacts, Settings, TargetOutcome,
     Token, AUTO_HOT_TRACKED_KEYS,
 };
+use crate::mutation::{self, Change, Mutation};
 use crate::ops::{Hit, Op, ReplicaUpdate, Reply, Scope};
 use crate::routing::NodeId;
 use crate::store::{Copies, Shard, ShardStats};
@@ -204,7 +205,7 @@ impl Engine {
                 self.remote_get(token, key, owner, view, now, out)
             }
             (Op::Get { key, keep_copy }, None) => self.owner_get(token, key, keep_copy, now, out),
-            (op @ (Op::Set { .. } | Op::Delete { .. }), Some(owner)) => {
+            (op @ (Op::Set { .. } | Op::Delete { .. } | Op::Mutate { .. }), Some(owner)) => {
                 if let Some(key) = op.key() {
                     // The owner will tell us too, but our next read should
                     // not wait for that.
@@ -245,6 +246,66 @@ impl Engine {
                 let deleted = self.shard.delete(&key, now);
                 let update = before.had_copies.then_some(ReplicaUpdate::Remove);
                 let reply = Reply::Deleted(deleted);
+                self.after_owner_write(token, key, reply, update, before.was_hot, view, now, out)
+            }
+            (Op::Mutate { key, mutation }, None) => {
+                self.owner_mutate(token, key, &mutation, view, now, out)
+            }
+        }
+    }
+
+    /// A conditional or read-modify-write op on a key this node owns:
+    /// decided on the entry as it is, written before the next op runs (so
+    /// atomic per key), and then a write like any other for the key's
+    /// copies. It acts on what the cache holds: a miss is not loaded from
+    /// the origin first.
+    fn owner_mutate(
+        &mut self,
+        token: Token,
+        key: Box<[u8]>,
+        mutation: &Mutation,
+        view: &dyn RingFacts,
+        now: Instant,
+        out: &mut Vec<Effect>,
+    ) -> Option<Reply> {
+        // As a read sees it: the entry, or the previous owner's pushed copy.
+        let current = self.shard.peek(&key, now).map(Hit::from).or_else(|| {
+            (self.hot_enabled() && self.hot.contains(&key, now))
+                .then(|| self.hot.peek(&key, now).map(Hit::from))
+                .flatten()
+        });
+        let mut cx = mutation::Context {
+            now,
+            jitter: &self.settings.jitter,
+            rng: &mut self.rng,
+            max_value_bytes: self.settings.max_value_bytes,
+        };
+        let decision = match mutation.apply(current.as_ref(), &mut cx) {
+            Ok(decision) => decision,
+            Err(refusal) => return Some(Reply::Refused(refusal)),
+        };
+        let reply = Reply::Mutated(decision.answer);
+        match decision.change {
+            Change::Keep => Some(reply),
+            Change::Write {
+                value,
+                expires_at,
+                hot,
+            } => {
+                let before = self.before_owner_write(&key, now);
+                let (reply, update) =
+                    match self.shard.set(&key, value.clone(), expires_at, hot, now) {
+                        Ok(_) if hot => (reply, Some(ReplicaUpdate::Put { value, expires_at })),
+                        Ok(_) => (reply, before.had_copies.then_some(ReplicaUpdate::Remove)),
+                        Err(e) => (Reply::TooLarge(e.to_string()), None),
+                    };
+                let strict = before.was_hot || hot;
+                self.after_owner_write(token, key, reply, update, strict, view, now, out)
+            }
+            Change::Remove => {
+                let before = self.before_owner_write(&key, now);
+                self.shard.delete(&key, now);
+                let update = before.had_copies.then_some(ReplicaUpdate::Remove);
                 self.after_owner_write(token, key, reply, update, before.was_hot, view, now, out)
             }
         }

@@ -55,6 +55,7 @@ fn settings() -> Settings {
         has_origin: false,
         origin_ttl: Duration::from_secs(300),
         jitter: TtlJitter::new(0.0, Duration::ZERO),
+        max_value_bytes: 1 << 20,
     }
 }
 
@@ -1273,4 +1274,183 @@ fn after_a_failed_removal_of_hot_copies_the_next_write_removes_them_again() {
         a.set("a/k", "v3", false, &view, 6),
         Ok(Reply::Stored)
     ));
+}
+
+// ---- conditional and read-modify-write ops ---------------------------------
+
+fn mutated(reply: Result<Reply, Token>) -> crate::mutation::Mutated {
+    match reply {
+        Ok(Reply::Mutated(m)) => m,
+        other => panic!("expected a mutation's answer, got {other:?}"),
+    }
+}
+
+fn incr(delta: i64) -> crate::mutation::Mutation {
+    crate::mutation::Mutation::IncrBy { delta }
+}
+
+impl Node {
+    fn mutate(
+        &mut self,
+        key: &str,
+        mutation: crate::mutation::Mutation,
+        view: &Ring,
+        ms: u64,
+    ) -> Result<Reply, Token> {
+        let op = Op::Mutate {
+            key: key.as_bytes().into(),
+            mutation,
+        };
+        self.call(op, Scope::Cluster, view, ms)
+    }
+}
+
+#[test]
+fn a_mutation_of_an_owned_key_applies_before_the_next_op() {
+    use crate::mutation::Mutated;
+    let view = ring(&["a", "b"], "a");
+    let mut a = Node::new(settings());
+    for expected in 1..=3 {
+        assert_eq!(
+            mutated(a.mutate("a/n", incr(1), &view, expected as u64)),
+            Mutated::Counted(expected)
+        );
+    }
+    assert_eq!(value(&a.get("a/n", &view, 4).unwrap()), Some(&b"3"[..]));
+    assert!(a.take().is_empty(), "no copies: no update, no effect");
+    a.set("a/s", "x", false, &view, 5).unwrap();
+    assert!(matches!(
+        a.mutate("a/s", incr(1), &view, 6),
+        Ok(Reply::Refused(crate::mutation::Refusal::NotAnInteger))
+    ));
+    assert_eq!(value(&a.get("a/s", &view, 7).unwrap()), Some(&b"x"[..]));
+}
+
+#[test]
+fn a_mutation_of_a_remote_key_is_forwarded_and_drops_the_local_copy() {
+    let view = ring(&["a", "b"], "b");
+    let mut b = Node::new(settings());
+    let put = ReplicaUpdate::Put {
+        value: Bytes::from_static(b"1"),
+        expires_at: None,
+    };
+    b.replicate("a/n", put, &view, 0);
+    let token = b.mutate("a/n", incr(1), &view, 1).unwrap_err();
+    let effects = b.take();
+    let [Effect::Forward {
+        token: forwarded,
+        owner: 0,
+        op: Op::Mutate { .. },
+    }] = &effects[..]
+    else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(*forwarded, token);
+    assert!(b.engine.peek_copy(b"a/n", b.at(1)).is_none());
+}
+
+#[test]
+fn a_mutation_of_a_hot_key_pushes_the_new_value_strictly_before_answering() {
+    use crate::mutation::Mutated;
+    let view = ring(&["a", "b", "c"], "a");
+    let mut a = Node::new(settings());
+    a.set("a/n", "41", true, &view, 0).unwrap_err();
+    a.take();
+    a.updates_done("a/n", &[("b", UPDATED), ("c", UPDATED)], &view, 1);
+    let token = a.mutate("a/n", incr(1), &view, 2).unwrap_err();
+    let effects = a.take();
+    let updates = sent(&effects);
+    assert_eq!(updates.len(), 1);
+    assert!(is_put(&updates[0].1, "42"), "{updates:?}");
+    assert!(updates[0].3, "the key stays hot, so the update is strict");
+    assert!(answers(&effects).is_empty());
+    let done = a.updates_done(
+        "a/n",
+        &[
+            ("b", UPDATED),
+            ("c", TargetOutcome::Failed("frozen".into())),
+        ],
+        &view,
+        3,
+    );
+    assert!(matches!(
+        answers(&done)[&token],
+        Reply::ReplicaNotUpdated { peer, .. } if peer == "c"
+    ));
+    // GETDEL of the hot key removes every copy, strictly.
+    let token = a
+        .mutate("a/n", crate::mutation::Mutation::Take, &view, 4)
+        .unwrap_err();
+    let updates = sent(&a.take());
+    assert!(is_remove(&updates[0].1) && updates[0].3);
+    let done = a.updates_done("a/n", &[("b", UPDATED), ("c", UPDATED)], &view, 5);
+    assert!(matches!(
+        answers(&done)[&token],
+        Reply::Mutated(Mutated::Taken(Some(v))) if v == "42"
+    ));
+}
+
+#[test]
+fn a_condition_that_fails_writes_nothing_and_sends_nothing() {
+    use crate::mutation::{Lifetime, Mutated, Mutation, Presence};
+    let view = ring(&["a", "b"], "a");
+    let mut a = Node::new(settings());
+    a.set("a/k", "v1", true, &view, 0).unwrap_err();
+    a.take();
+    a.updates_done("a/k", &[("b", UPDATED)], &view, 1);
+    let nx = Mutation::Set {
+        value: Bytes::from_static(b"v2"),
+        lifetime: Some(Lifetime::Forever),
+        condition: Presence::Absent,
+        hot: false,
+        return_previous: false,
+    };
+    assert_eq!(
+        mutated(a.mutate("a/k", nx.clone(), &view, 2)),
+        Mutated::Set {
+            written: false,
+            previous: None
+        }
+    );
+    assert!(a.take().is_empty());
+    let found = a.engine.peek_owned(b"a/k", a.at(2)).unwrap();
+    assert!(found.hot && found.value == "v1", "{found:?}");
+    // Once it is gone, the same SET NX wins.
+    a.delete("a/k", &view, 3).unwrap_err();
+    a.take();
+    a.updates_done("a/k", &[("b", UPDATED)], &view, 4);
+    assert_eq!(
+        mutated(a.mutate("a/k", nx, &view, 5)),
+        Mutated::Set {
+            written: true,
+            previous: None
+        }
+    );
+}
+
+#[test]
+fn a_mutation_overtakes_a_load_like_any_write() {
+    let view = ring(&["a", "b"], "a");
+    let mut a = Node::new(Settings {
+        has_origin: true,
+        ..settings()
+    });
+    let reader = a.get("a/n", &view, 0).unwrap_err();
+    let load = origin_load(&a.take());
+    assert!(matches!(
+        a.mutate("a/n", incr(5), &view, 1),
+        Ok(Reply::Mutated(_))
+    ));
+    let done = a.origin_done(
+        load,
+        OriginLoad::Found(Bytes::from_static(b"100")),
+        &view,
+        2,
+    );
+    assert_eq!(value(answers(&done)[&reader]), Some(&b"100"[..]));
+    assert_eq!(
+        value(&a.get("a/n", &view, 3).unwrap()),
+        Some(&b"5"[..]),
+        "the load the mutation overtook is not kept"
+    );
 }

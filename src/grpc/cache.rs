@@ -39,12 +39,19 @@ pub enum Method {
     Get,
     Set,
     Delete,
+    Mutate,
     /// `nexuscache.v1.Peer/Replicate`: node to node only.
     Replicate,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [Method::Get, Method::Set, Method::Delete, Method::Replicate];
+    pub const ALL: [Method; 5] = [
+        Method::Get,
+        Method::Set,
+        Method::Delete,
+        Method::Mutate,
+        Method::Replicate,
+    ];
 
     /// The method a request path names, `None` for anything else.
     pub fn from_path(path: &str) -> Option<Method> {
@@ -52,6 +59,7 @@ impl Method {
             "/nexuscache.v1.Cache/Get" => Some(Method::Get),
             "/nexuscache.v1.Cache/Set" => Some(Method::Set),
             "/nexuscache.v1.Cache/Delete" => Some(Method::Delete),
+            "/nexuscache.v1.Cache/Mutate" => Some(Method::Mutate),
             "/nexuscache.v1.Peer/Replicate" => Some(Method::Replicate),
             _ => None,
         }
@@ -63,6 +71,7 @@ impl Method {
             Method::Get => "/nexuscache.v1.Cache/Get",
             Method::Set => "/nexuscache.v1.Cache/Set",
             Method::Delete => "/nexuscache.v1.Cache/Delete",
+            Method::Mutate => "/nexuscache.v1.Cache/Mutate",
             Method::Replicate => "/nexuscache.v1.Peer/Replicate",
         }
     }
@@ -80,6 +89,7 @@ impl Method {
             Method::Get => "Get",
             Method::Set => "Set",
             Method::Delete => "Delete",
+            Method::Mutate => "Mutate",
             Method::Replicate => "Replicate",
         }
     }
@@ -193,6 +203,17 @@ pub fn decode_request(
                 peer_flag: peer_flag(req.forwarded, false),
             })
         }
+        Method::Mutate => {
+            let decoded = super::mutate::decode_request(message, limits)?;
+            Ok(CallRequest {
+                op: Op::Mutate {
+                    key: checked_key(decoded.key, limits)?,
+                    mutation: decoded.mutation,
+                },
+                forwarded: decoded.forwarded,
+                peer_flag: peer_flag(decoded.forwarded, false),
+            })
+        }
         Method::Replicate => {
             let req = wire::ReplicateRequest::decode(message).map_err(malformed)?;
             let key = checked_key(req.key, limits)?;
@@ -250,6 +271,7 @@ pub fn encode_reply(method: Method, reply: Reply) -> Result<FramedMessage, ApiEr
         Method::Delete => framed(&wire::DeleteResponse {
             deleted: reply.into_deleted()?,
         }),
+        Method::Mutate => framed(&super::mutate::encode_response(reply.into_mutated()?)),
     })
 }
 
@@ -306,6 +328,15 @@ pub fn encode_set_request(
         SET_REQUEST_VALUE_TAG,
         value,
     )
+}
+
+/// Client side: a framed `MutateRequest`.
+pub fn encode_mutate_request(
+    key: &[u8],
+    mutation: &crate::mutation::Mutation,
+    forwarded: bool,
+) -> FramedMessage {
+    framed(&super::mutate::encode_request(key, mutation, forwarded))
 }
 
 /// Client side: a framed `DeleteRequest`.

@@ -17,6 +17,8 @@
 //! - [`cache`]: the `nexuscache.v1.Cache` methods: request decoding and
 //!   validation into an [`crate::ops::Op`], reply encoding, and the client
 //!   side of the same messages, all on the generated [`wire`] types.
+//! - [`mutate`]: the `Mutate` method's messages (conditional and
+//!   read-modify-write ops) to and from [`crate::mutation`]'s types.
 //! - [`wire`]: the prost messages generated from `proto/` with `Bytes`
 //!   fields.
 //! - [`budget`]: the per-connection and per-core budgets for the bytes of
@@ -32,6 +34,7 @@ pub mod cache;
 pub mod frame;
 pub mod h2_settings;
 pub mod io;
+pub mod mutate;
 pub mod percent;
 pub mod reason;
 pub mod status;

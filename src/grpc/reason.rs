@@ -43,15 +43,24 @@ pub enum ReasonCode {
     ReplicaNotUpdated,
     /// The node this one forwarded to could not be reached or failed.
     OwnerUnavailable,
+    /// `INCR` of a value that is not a decimal i64.
+    NotAnInteger,
+    /// `INCR` past the i64 range.
+    Overflow,
+    /// `APPEND` past `--max-value-bytes`; detail `len/limit`.
+    ValueTooLarge,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 5] = [
+    pub const ALL: [ReasonCode; 8] = [
         ReasonCode::Draining,
         ReasonCode::EntryTooLarge,
         ReasonCode::OriginFailed,
         ReasonCode::ReplicaNotUpdated,
         ReasonCode::OwnerUnavailable,
+        ReasonCode::NotAnInteger,
+        ReasonCode::Overflow,
+        ReasonCode::ValueTooLarge,
     ];
 
     /// The token on the wire.
@@ -62,6 +71,9 @@ impl ReasonCode {
             ReasonCode::OriginFailed => "origin-failed",
             ReasonCode::ReplicaNotUpdated => "replica-not-updated",
             ReasonCode::OwnerUnavailable => "owner-unavailable",
+            ReasonCode::NotAnInteger => "not-an-integer",
+            ReasonCode::Overflow => "overflow",
+            ReasonCode::ValueTooLarge => "value-too-large",
         }
     }
 

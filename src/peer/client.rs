@@ -29,6 +29,7 @@ use crate::grpc::percent::decode_message;
 use crate::grpc::reason::Reason;
 use crate::grpc::status::Code;
 use crate::grpc::{timeout, CONTENT_TYPE as GRPC_CONTENT_TYPE};
+use crate::mutation::{Mutated, Mutation};
 use crate::ops::{Hit, Op, ReplicaUpdate, Reply};
 use crate::sockets::SendFirst;
 
@@ -62,9 +63,9 @@ struct Inner {
     answered_generation: Cell<u64>,
     config: PeerConfig,
     /// The URI of each method, in `Method::ALL` order.
-    uris: [Uri; 4],
+    uris: [Uri; Method::ALL.len()],
     /// `grpc-timeout` of each method, in `Method::ALL` order.
-    grpc_timeouts: [HeaderValue; 4],
+    grpc_timeouts: [HeaderValue; Method::ALL.len()],
     state: RefCell<State>,
     /// Held while connecting, so concurrent first requests make one
     /// connection, not one each.
@@ -213,7 +214,7 @@ impl Liveness {
 fn time_limit(config: &PeerConfig, method: Method) -> Duration {
     match method {
         Method::Get => config.read_timeout,
-        Method::Set | Method::Delete => config.write_timeout,
+        Method::Set | Method::Delete | Method::Mutate => config.write_timeout,
         Method::Replicate => config.request_timeout,
     }
 }
@@ -325,6 +326,19 @@ impl PeerClient {
             .map_err(|e| self.protocol(format!("bad DeleteResponse: {e}")))
     }
 
+    /// Runs `mutation` of `key` on the peer (its owner). A refusal (not an
+    /// integer, ...) comes back typed, as the owner's own core answers it.
+    pub async fn mutate(&self, key: &[u8], mutation: &Mutation) -> Result<Mutated, PeerError> {
+        let message = self
+            .call(
+                Method::Mutate,
+                cache::encode_mutate_request(key, mutation, true),
+            )
+            .await?;
+        crate::grpc::mutate::decode_response(message, mutation)
+            .map_err(|e| self.protocol(format!("bad MutateResponse: {e}")))
+    }
+
     /// Stores or drops the peer's hot copy of `key`.
     pub async fn replicate(&self, key: &[u8], update: &ReplicaUpdate) -> Result<(), PeerError> {
         let message = self
@@ -362,6 +376,9 @@ impl PeerClient {
                 }
             }
             Op::Delete { key } => self.delete(&key).await.map(Reply::Deleted),
+            // Refusals and an entry too large come back with their reason
+            // (the runtime maps those once, for every forwarded write).
+            Op::Mutate { key, mutation } => self.mutate(&key, &mutation).await.map(Reply::Mutated),
             Op::Replicate { key, update } => {
                 self.replicate(&key, &update).await.map(|()| Reply::Stored)
             }

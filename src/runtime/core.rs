@@ -31,7 +31,8 @@ use crate::config::Config;
 use crate::control::{ControlClient, RingBoard};
 use crate::engine::{Effect, Engine, RingFacts, Settings, Token};
 use crate::metrics::{CopyKind, CoreMetrics, CoreSnapshot, OpKind, PeerOutcome};
-use crate::ops::{DeleteAnswer, GetAnswer, Limits, Op, Reply, Scope, StoreAnswer};
+use crate::mutation::Mutation;
+use crate::ops::{DeleteAnswer, GetAnswer, Limits, MutateAnswer, Op, Reply, Scope, StoreAnswer};
 use crate::origin::OriginClient;
 use crate::peer::{PeerConfig, PeerError, PeerPool, DEFAULT_RECONNECT_BACKOFF};
 use crate::routing::{core_of, NodeId, Ring};
@@ -247,6 +248,12 @@ impl Core {
         self.call(Op::Delete { key }).await.into_deleted()
     }
 
+    /// A conditional or read-modify-write op on `key`, run atomically on
+    /// the key's owner, wherever it lives.
+    pub async fn mutate(&self, key: Box<[u8]>, mutation: Mutation) -> MutateAnswer {
+        self.call(Op::Mutate { key, mutation }).await.into_mutated()
+    }
+
     /// Run `op` on this node, on the key's home core, whatever the ring
     /// says (used for requests another node forwarded here).
     pub async fn call_here(&self, op: Op) -> Reply {
@@ -431,6 +438,7 @@ impl Core {
             Op::Get { .. } => OpKind::Get,
             Op::Set { .. } => OpKind::Set,
             Op::Delete { .. } => OpKind::Delete,
+            Op::Mutate { .. } => OpKind::Mutate,
             Op::Replicate { .. } | Op::Snapshot => OpKind::Other,
         };
         let started = Instant::now();

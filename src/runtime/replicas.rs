@@ -30,6 +30,7 @@ impl Core {
                 }
                 ApiError::EntryTooLarge(detail) => Reply::TooLarge(detail),
                 ApiError::Origin(detail) => Reply::OriginFailed(detail),
+                ApiError::Refused(refusal) => Reply::Refused(refusal),
                 ApiError::OwnerUnavailable { peer, reason } => {
                     Reply::OwnerUnavailable { peer, reason }
                 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::{uptime, Flow, Outcome, Session, REDIS_VERSION};
+use super::{cluster, uptime, Flow, Outcome, Session, REDIS_VERSION};
 use crate::error::ApiError;
 use crate::metrics::{OpKind, Protocol as MetricProtocol};
 use crate::ops::MAX_TTL_SECONDS;
@@ -189,7 +189,7 @@ pub(super) async fn execute(
             }
         }
         Command::DbSize => {
-            let items: u64 = core.snapshot_all().await.iter().map(|(s, _)| s.items).sum();
+            let items = cluster::db_size(core).await;
             ReplyWriter::new(out, protocol).integer(i64::try_from(items).unwrap_or(i64::MAX));
         }
         Command::Time => {
@@ -341,7 +341,7 @@ pub(super) async fn execute(
             }
             other => fail(out, protocol, &mut outcome, other),
         },
-        Command::Owner { key } => write_owner(core, out, protocol, &key),
+        Command::Owner { key } => cluster::write_owner(core, out, protocol, &key),
     }
     outcome
 }
@@ -605,40 +605,6 @@ fn client_info(session: &Session) -> String {
         text(&session.lib_ver),
         session.last_command,
     )
-}
-
-/// `NEXUS.OWNER key`: the owner's name, addresses and core, as a map.
-/// A member's RESP address is known only for this node (the ring carries
-/// HTTP and gRPC addresses); for another node it is null.
-fn write_owner(core: &Core, out: &mut Vec<u8>, protocol: Protocol, key: &[u8]) {
-    let view = core.ring_view();
-    let mut w = ReplyWriter::new(out, protocol);
-    let Some(member) = view.ring.owner(key) else {
-        w.null();
-        return;
-    };
-    let is_me = *member.name == *core.config.node_name;
-    w.map(5);
-    w.bulk(b"node");
-    w.bulk(member.name.as_bytes());
-    w.bulk(b"http");
-    w.bulk(member.http_addr.as_bytes());
-    w.bulk(b"grpc");
-    w.bulk(member.grpc_addr.as_bytes());
-    w.bulk(b"resp");
-    match core.config.advertised_resp().filter(|_| is_me) {
-        Some(addr) => w.bulk(addr.as_bytes()),
-        None => w.null(),
-    }
-    w.bulk(b"core");
-    // Meaningful only when the owner's core count is known (static peers
-    // without @cores report 0).
-    if member.cores > 0 {
-        let home = crate::routing::core_of(key, member.cores as usize);
-        w.integer(i64::try_from(home).unwrap_or(i64::MAX));
-    } else {
-        w.null();
-    }
 }
 
 /// `CONFIG GET pattern...`: the settings clients and tools ask for, with

@@ -23,6 +23,7 @@
 //! the engine does not have yet; they are refused with one error line that
 //! says so, never emulated with a racy read-then-write.
 
+mod cluster;
 mod commands;
 
 use std::io;
