@@ -22,6 +22,7 @@ use glommio::net::TcpStream;
 use tracing::debug;
 
 use super::endpoint::{self, Endpoint};
+use super::mutate::{self, Body};
 use super::parse::{decode_chunked, parse_head, BodyFraming, Method, RequestHead, MAX_HEAD_BYTES};
 use super::response::{self, CONTINUE, OCTETS, PROMETHEUS, TEXT};
 use super::route::{route, Command, Style};
@@ -579,11 +580,7 @@ async fn execute(core: &Core, command: Command, out: &mut Vec<u8>, close: bool) 
         Command::Get { key, style } => match core.get(key).await {
             Ok(Some(Hit { value, hot, .. })) => {
                 match style {
-                    Style::Seed => {
-                        response::write_head(out, 200, TEXT, value.len() + 6, close, &[]);
-                        out.extend_from_slice(b"value=");
-                        out.extend_from_slice(&value);
-                    }
+                    Style::Seed => write_value(out, 200, &value, close),
                     Style::V1 => {
                         let hot = if hot { "true" } else { "false" };
                         response::write(
@@ -614,6 +611,24 @@ async fn execute(core: &Core, command: Command, out: &mut Vec<u8>, close: bool) 
         Command::Delete { key, style: _ } => match core.delete(key).await {
             Ok(true) => text(out, 200, "deleted", close),
             Ok(false) => text(out, 200, "not found", close),
+            Err(e) => failed(out, e, close),
+        },
+        Command::Mutate {
+            key,
+            mutation,
+            answer,
+        } => match core.mutate(key, mutation).await {
+            Ok(mutated) => match mutate::respond(answer, mutated) {
+                Ok((status, Body::Value(value))) => {
+                    write_value(out, status, &value, close);
+                    status
+                }
+                Ok((status, Body::Line(line))) => text(out, status, &line, close),
+                Err(e) => {
+                    response::write_error(out, &e, close);
+                    e.status()
+                }
+            },
             Err(e) => failed(out, e, close),
         },
         Command::Owner { key } => {
@@ -674,6 +689,13 @@ async fn execute(core: &Core, command: Command, out: &mut Vec<u8>, close: bool) 
             200
         }
     }
+}
+
+/// A value as the seed API shows it: `value=<V>`, no newline.
+fn write_value(out: &mut Vec<u8>, status: u16, value: &[u8], close: bool) {
+    response::write_head(out, status, TEXT, value.len() + 6, close, &[]);
+    out.extend_from_slice(b"value=");
+    out.extend_from_slice(value);
 }
 
 fn text(out: &mut Vec<u8>, status: u16, line: &str, close: bool) -> u16 {

@@ -18,6 +18,14 @@ pub enum Endpoint {
     SeedSet,
     /// `POST /api/delete` (form: key)
     SeedDelete,
+    /// `POST /api/incr` (form: key, by)
+    SeedIncr,
+    /// `POST /api/append` (form: key, value)
+    SeedAppend,
+    /// `POST /api/getdel` (form: key)
+    SeedGetDel,
+    /// `POST /api/expire` (form: key, expire | ttl | ttl_ms | persist, if, get)
+    SeedExpire,
     /// `POST /setpeer` (form: peer, addr)
     SetPeer,
     /// `POST /removepeer` (form: peer)
@@ -39,10 +47,14 @@ enum Pattern {
 }
 
 /// Every endpoint and its path, the only path strings the server knows.
-const TABLE: [(Pattern, Endpoint); 10] = [
+const TABLE: [(Pattern, Endpoint); 14] = [
     (Pattern::Exact("/api/get"), Endpoint::SeedGet),
     (Pattern::Exact("/api/set"), Endpoint::SeedSet),
     (Pattern::Exact("/api/delete"), Endpoint::SeedDelete),
+    (Pattern::Exact("/api/incr"), Endpoint::SeedIncr),
+    (Pattern::Exact("/api/append"), Endpoint::SeedAppend),
+    (Pattern::Exact("/api/getdel"), Endpoint::SeedGetDel),
+    (Pattern::Exact("/api/expire"), Endpoint::SeedExpire),
     (Pattern::Exact("/setpeer"), Endpoint::SetPeer),
     (Pattern::Exact("/removepeer"), Endpoint::RemovePeer),
     (Pattern::Exact("/healthz"), Endpoint::Health),
@@ -83,9 +95,14 @@ impl Endpoint {
     /// The methods the endpoint answers, as `Allow` lists them.
     pub fn allowed(self) -> &'static str {
         match self {
-            Endpoint::SeedSet | Endpoint::SeedDelete | Endpoint::SetPeer | Endpoint::RemovePeer => {
-                "POST"
-            }
+            Endpoint::SeedSet
+            | Endpoint::SeedDelete
+            | Endpoint::SeedIncr
+            | Endpoint::SeedAppend
+            | Endpoint::SeedGetDel
+            | Endpoint::SeedExpire
+            | Endpoint::SetPeer
+            | Endpoint::RemovePeer => "POST",
             Endpoint::V1Key => "GET, PUT, DELETE",
             Endpoint::SeedGet
             | Endpoint::Health
@@ -101,6 +118,10 @@ impl Endpoint {
             Endpoint::SeedGet => OpKind::Get,
             Endpoint::SeedSet => OpKind::Set,
             Endpoint::SeedDelete => OpKind::Delete,
+            Endpoint::SeedIncr
+            | Endpoint::SeedAppend
+            | Endpoint::SeedGetDel
+            | Endpoint::SeedExpire => OpKind::Mutate,
             Endpoint::Health => OpKind::Health,
             Endpoint::Ready => OpKind::Ready,
             Endpoint::Metrics => OpKind::Metrics,
@@ -117,8 +138,12 @@ impl Endpoint {
     /// A form body percent-encodes each byte in at most three.
     pub fn max_body(self, limits: &Limits) -> u64 {
         match self {
-            Endpoint::SeedSet | Endpoint::SeedDelete => {
+            Endpoint::SeedSet | Endpoint::SeedDelete | Endpoint::SeedAppend => {
                 3 * (limits.max_value_bytes + limits.max_key_bytes as u64) + FORM_OVERHEAD
+            }
+            // A key and a few small fields.
+            Endpoint::SeedIncr | Endpoint::SeedGetDel | Endpoint::SeedExpire => {
+                3 * limits.max_key_bytes as u64 + FORM_OVERHEAD
             }
             Endpoint::V1Key => limits.max_value_bytes,
             _ => SMALL_BODY,
@@ -171,6 +196,10 @@ mod tests {
             ("/api/get", Endpoint::SeedGet, ""),
             ("/api/set", Endpoint::SeedSet, ""),
             ("/api/delete", Endpoint::SeedDelete, ""),
+            ("/api/incr", Endpoint::SeedIncr, ""),
+            ("/api/append", Endpoint::SeedAppend, ""),
+            ("/api/getdel", Endpoint::SeedGetDel, ""),
+            ("/api/expire", Endpoint::SeedExpire, ""),
             ("/setpeer", Endpoint::SetPeer, ""),
             ("/removepeer", Endpoint::RemovePeer, ""),
             ("/healthz", Endpoint::Health, ""),
@@ -225,5 +254,17 @@ mod tests {
         assert!(Endpoint::Metrics.needs_token(false));
         assert!(!Endpoint::Metrics.needs_token(true));
         assert!(Endpoint::V1Owner.needs_token(true));
+        for rmw in [
+            Endpoint::SeedIncr,
+            Endpoint::SeedAppend,
+            Endpoint::SeedGetDel,
+            Endpoint::SeedExpire,
+        ] {
+            assert_eq!(rmw.op_kind(Method::Post), OpKind::Mutate);
+            assert_eq!(rmw.allowed(), "POST");
+            assert!(rmw.needs_token(true));
+        }
+        assert_eq!(Endpoint::SeedAppend.max_body(&LIMITS), 3 * 110 + 4096);
+        assert_eq!(Endpoint::SeedIncr.max_body(&LIMITS), 3 * 10 + 4096);
     }
 }

@@ -7,8 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::endpoint::{Endpoint, Found};
+use super::mutate::{self, Answer, SetOptions};
 use super::parse::{Method, RequestHead};
 use crate::error::ApiError;
+use crate::mutation::Mutation;
 use crate::ops::{Limits, MAX_TTL_SECONDS};
 
 /// The seed API's `expire` is in minutes, at most three days.
@@ -39,6 +41,13 @@ pub enum Command {
     Delete {
         key: Box<[u8]>,
         style: Style,
+    },
+    /// A conditional or read-modify-write op, run on the key's owner;
+    /// `answer` says how to show what it answers.
+    Mutate {
+        key: Box<[u8]>,
+        mutation: Mutation,
+        answer: Answer,
     },
     /// Which node and core own a key (for operators and benchmarks).
     Owner {
@@ -88,7 +97,14 @@ pub fn route(
         {
             return Err(not_allowed())
         }
-        Endpoint::SeedSet | Endpoint::SeedDelete | Endpoint::SetPeer | Endpoint::RemovePeer
+        Endpoint::SeedSet
+        | Endpoint::SeedDelete
+        | Endpoint::SeedIncr
+        | Endpoint::SeedAppend
+        | Endpoint::SeedGetDel
+        | Endpoint::SeedExpire
+        | Endpoint::SetPeer
+        | Endpoint::RemovePeer
             if method != Method::Post =>
         {
             return Err(not_allowed())
@@ -109,16 +125,39 @@ pub fn route(
             let key = form.key(limits, form.key_from_query)?;
             let value = form.get("value").unwrap_or_default();
             limits.check_value(value.len())?;
-            let minutes = match form.get("expire") {
-                Some(text) => parse_bounded("expire", text, MAX_EXPIRE_MINUTES, "minutes")?,
-                None => 0,
-            };
-            Ok(Command::Set {
+            let value = Bytes::copy_from_slice(value);
+            let ttl = mutate::given_ttl(&form)?;
+            let hot = parse_hot(form.get("hot"))?;
+            let options = SetOptions::parse(&form)?;
+            if options.is_plain(ttl) {
+                return Ok(Command::Set {
+                    key,
+                    value,
+                    ttl: ttl.map_or(Duration::ZERO, |t| t.ttl),
+                    hot,
+                    style: Style::Seed,
+                });
+            }
+            let (mutation, answer) = options.mutation(value, ttl, hot)?;
+            Ok(Command::Mutate {
                 key,
-                value: Bytes::copy_from_slice(value),
-                ttl: Duration::from_secs(minutes * 60),
-                hot: parse_hot(form.get("hot"))?,
-                style: Style::Seed,
+                mutation,
+                answer,
+            })
+        }
+        Endpoint::SeedIncr | Endpoint::SeedAppend | Endpoint::SeedGetDel | Endpoint::SeedExpire => {
+            let form = Form::parse(head.query().as_bytes(), body)?;
+            let key = form.key(limits, form.key_from_query)?;
+            let (mutation, answer) = match endpoint {
+                Endpoint::SeedIncr => mutate::incr(&form)?,
+                Endpoint::SeedAppend => mutate::append(&form, limits)?,
+                Endpoint::SeedExpire => mutate::expire(&form)?,
+                _ => (Mutation::Take, Answer::Take),
+            };
+            Ok(Command::Mutate {
+                key,
+                mutation,
+                answer,
             })
         }
         Endpoint::SeedDelete => {
@@ -208,7 +247,12 @@ fn checked_key(key: &[u8], limits: &Limits, in_url: bool) -> Result<Box<[u8]>, A
     Ok(Box::from(key))
 }
 
-fn parse_bounded(field: &'static str, text: &[u8], max: u64, unit: &str) -> Result<u64, ApiError> {
+pub(super) fn parse_bounded(
+    field: &'static str,
+    text: &[u8],
+    max: u64,
+    unit: &str,
+) -> Result<u64, ApiError> {
     let shown = String::from_utf8_lossy(text);
     let n: u64 = std::str::from_utf8(text)
         .ok()
@@ -227,11 +271,16 @@ fn parse_bounded(field: &'static str, text: &[u8], max: u64, unit: &str) -> Resu
 }
 
 fn parse_hot(text: Option<&[u8]>) -> Result<bool, ApiError> {
+    parse_flag("hot", text)
+}
+
+/// A boolean form field: absent, empty, `false` or `0` is false.
+pub(super) fn parse_flag(field: &'static str, text: Option<&[u8]>) -> Result<bool, ApiError> {
     match text {
         None | Some(b"") | Some(b"false") | Some(b"0") => Ok(false),
         Some(b"true") | Some(b"1") => Ok(true),
         Some(other) => Err(ApiError::invalid(
-            "hot",
+            field,
             format!(
                 "{:?} is not a boolean (true, false, 1, 0)",
                 String::from_utf8_lossy(other)
@@ -242,13 +291,13 @@ fn parse_hot(text: Option<&[u8]>) -> Result<bool, ApiError> {
 
 /// Decoded `application/x-www-form-urlencoded` fields from the query string
 /// and the body; a field in the body wins over the same field in the query.
-struct Form {
+pub(super) struct Form {
     fields: Vec<(Vec<u8>, Vec<u8>)>,
     key_from_query: bool,
 }
 
 impl Form {
-    fn parse(query: &[u8], body: &[u8]) -> Result<Form, ApiError> {
+    pub(super) fn parse(query: &[u8], body: &[u8]) -> Result<Form, ApiError> {
         let mut fields = Vec::new();
         let mut key_from_query = false;
         for (source, from_query) in [(query, true), (body, false)] {
@@ -273,7 +322,7 @@ impl Form {
 
     /// Last occurrence wins, so body fields (parsed after the query) win.
     /// Borrowed: callers copy only what they keep.
-    fn get(&self, name: &str) -> Option<&[u8]> {
+    pub(super) fn get(&self, name: &str) -> Option<&[u8]> {
         self.fields
             .iter()
             .rev()
@@ -381,6 +430,48 @@ mod tests {
             run("GET /api/get?key= HTTP/1.1\r\n\r\n", "").unwrap_err(),
             ApiError::MissingKey
         );
+    }
+
+    #[test]
+    fn conditional_sets_and_new_routes_become_mutations() {
+        use crate::mutation::{Lifetime, Presence};
+        let plain = run("POST /api/set HTTP/1.1\r\n\r\n", "key=a&value=v&ttl=7").unwrap();
+        assert!(
+            matches!(plain, Command::Set { ttl, .. } if ttl == Duration::from_secs(7)),
+            "a plain set keeps the write path: {plain:?}"
+        );
+        let nx = run("POST /api/set?if=absent HTTP/1.1\r\n\r\n", "key=a&value=v").unwrap();
+        assert_eq!(
+            nx,
+            Command::Mutate {
+                key: b"a".to_vec().into(),
+                mutation: Mutation::Set {
+                    value: Bytes::from_static(b"v"),
+                    lifetime: Some(Lifetime::Forever),
+                    condition: Presence::Absent,
+                    hot: false,
+                    return_previous: false
+                },
+                answer: Answer::Set {
+                    condition: Presence::Absent,
+                    show_value: false
+                }
+            }
+        );
+        let take = run("POST /api/getdel HTTP/1.1\r\n\r\n", "key=a").unwrap();
+        assert!(matches!(
+            take,
+            Command::Mutate {
+                mutation: Mutation::Take,
+                ..
+            }
+        ));
+        for path in ["/api/incr", "/api/append", "/api/getdel", "/api/expire"] {
+            let err = run(&format!("GET {path}?key=a HTTP/1.1\r\n\r\n"), "").unwrap_err();
+            assert_eq!((err.status(), err.allow_header()), (405, Some("POST")));
+            let err = run(&format!("POST {path} HTTP/1.1\r\n\r\n"), "by=1").unwrap_err();
+            assert_eq!(err, ApiError::MissingKey, "{path}");
+        }
     }
 
     #[test]
