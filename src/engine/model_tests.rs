@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::*;
+use crate::mutation::{Lifetime, Mutation, Presence};
 use crate::ops::{Op, ReplicaUpdate, Reply, Scope};
 
 const NODES: [&str; 3] = ["a", "b", "c"];
@@ -163,6 +164,18 @@ fn node_index(name: &NodeId) -> usize {
         .expect("a known node")
 }
 
+/// A write that leaves the key absent.
+fn is_delete(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Delete { .. }
+            | Op::Mutate {
+                mutation: Mutation::Take,
+                ..
+            }
+    )
+}
+
 fn key_of(key: &[u8]) -> String {
     String::from_utf8_lossy(key).into_owned()
 }
@@ -237,7 +250,7 @@ impl Sim {
             if owner_of(&key) == node && !matches!(op, Op::Get { .. }) {
                 let seq = self.last_seq.entry(key.clone()).or_insert(0);
                 *seq += 1;
-                let delete = matches!(op, Op::Delete { .. });
+                let delete = is_delete(&op);
                 self.applied.insert(*write, (key, *seq, delete));
             }
         }
@@ -368,7 +381,7 @@ impl Sim {
                 }
             }
             Purpose::Write { key, write } => {
-                if matches!(reply, Reply::Stored | Reply::Deleted(_)) {
+                if matches!(reply, Reply::Stored | Reply::Deleted(_) | Reply::Mutated(_)) {
                     let (_, seq, _) = self.applied[&write];
                     let floor = self.floor.entry(key).or_insert(0);
                     *floor = (*floor).max(seq);
@@ -432,7 +445,9 @@ impl Sim {
     }
 
     /// A write of `key` from `node`: `kind` 0..=3 a plain set, 4..=7 a hot
-    /// set, else a delete.
+    /// set, 8..=9 a delete; 10 and 11 the same plain and hot sets as a
+    /// mutation (`SET` through `Op::Mutate`), 12 a `GETDEL`: mutations must
+    /// keep the same coherence as the writes they stand for.
     fn write(&mut self, node: usize, key: &str, kind: u32) {
         let write = self.next_write;
         self.next_write += 1;
@@ -449,8 +464,22 @@ impl Sim {
                 ttl: Duration::ZERO,
                 hot: true,
             },
-            _ => Op::Delete {
+            8..=9 => Op::Delete {
                 key: key.as_bytes().into(),
+            },
+            10 | 11 => Op::Mutate {
+                key: key.as_bytes().into(),
+                mutation: Mutation::Set {
+                    value: Bytes::from(format!("w{write}")),
+                    lifetime: Some(Lifetime::Forever),
+                    condition: Presence::Any,
+                    hot: kind == 11,
+                    return_previous: false,
+                },
+            },
+            _ => Op::Mutate {
+                key: key.as_bytes().into(),
+                mutation: Mutation::Take,
             },
         };
         let token = self.token(Purpose::Write {
@@ -658,7 +687,7 @@ impl Sim {
             let key = key_of(key);
             let seq = self.last_seq.entry(key.clone()).or_insert(0);
             *seq += 1;
-            let delete = matches!(op, Op::Delete { .. });
+            let delete = is_delete(&op);
             self.applied.insert(*write, (key.clone(), *seq, delete));
             self.overtake(node, &key);
         }
@@ -682,7 +711,7 @@ impl Sim {
         match self.rng.u32(0..10) {
             0..=5 => self.read(node, key, true),
             6..=8 => {
-                let kind = self.rng.u32(0..10);
+                let kind = self.rng.u32(0..13);
                 self.write(node, key, kind);
             }
             _ => {

@@ -80,6 +80,11 @@ enum Queued {
     /// Give nodes that joined the key's current hot value, if it is still
     /// hot when its turn comes.
     Handoff { targets: Vec<NodeId> },
+    /// An answer that reveals the key's state (a mutation whose condition
+    /// did not hold, or a refusal) but sends nothing: given only once the
+    /// updates queued before it are through, or a client could see the
+    /// key's new state here and then an older copy elsewhere.
+    Barrier { answer: (Token, Reply) },
 }
 
 /// What a write found out about the key's copies before it applied.
@@ -282,11 +287,11 @@ impl Engine {
         };
         let decision = match mutation.apply(current.as_ref(), &mut cx) {
             Ok(decision) => decision,
-            Err(refusal) => return Some(Reply::Refused(refusal)),
+            Err(refusal) => return self.answer_after_queued(token, key, Reply::Refused(refusal)),
         };
         let reply = Reply::Mutated(decision.answer);
         match decision.change {
-            Change::Keep => Some(reply),
+            Change::Keep => self.answer_after_queued(token, key, reply),
             Change::Write {
                 value,
                 expires_at,
@@ -678,6 +683,20 @@ impl Engine {
         }
     }
 
+    /// Answer `reply` (which wrote nothing) now, or after the key's
+    /// queued updates.
+    fn answer_after_queued(&mut self, token: Token, key: Box<[u8]>, reply: Reply) -> Option<Reply> {
+        match self.updates.get_mut(&key) {
+            Some(queue) => {
+                queue.push_back(Queued::Barrier {
+                    answer: (token, reply),
+                });
+                None
+            }
+            None => Some(reply),
+        }
+    }
+
     /// Answer at once, or once `update` reached the other nodes; `strict`
     /// when a hot key is involved: a node that may be alive and did not
     /// take the update fails the write. Automatic copies are best effort.
@@ -764,6 +783,7 @@ impl Engine {
                     let targets = others(view);
                     (!targets.is_empty()).then(|| (update.clone(), targets, *strict))
                 }
+                Some(Queued::Barrier { .. }) => None,
                 Some(Queued::Handoff { targets }) => {
                     // The value as it is now: a write may have come meanwhile.
                     self.shard.peek(key, now).filter(|f| f.hot).map(|found| {
@@ -841,6 +861,9 @@ impl Engine {
                     out.push(Effect::Answer { token, reply });
                 }
             }
+            Queued::Barrier {
+                answer: (token, reply),
+            } => out.push(Effect::Answer { token, reply }),
             Queued::Handoff { .. } => {
                 self.handoff_running = false;
                 if let Some((node, reason)) = failure {

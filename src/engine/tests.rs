@@ -1454,3 +1454,34 @@ fn a_mutation_overtakes_a_load_like_any_write() {
         "the load the mutation overtook is not kept"
     );
 }
+
+#[test]
+fn a_mutation_that_writes_nothing_answers_after_the_keys_queued_updates() {
+    use crate::mutation::{Mutated, Mutation};
+    let view = ring(&["a", "b"], "a");
+    let mut a = Node::new(settings());
+    a.set("a/k", "v", true, &view, 0).unwrap_err();
+    a.take();
+    a.updates_done("a/k", &[("b", UPDATED)], &view, 1);
+    // The delete's removal of b's copy is in flight...
+    let delete = a.delete("a/k", &view, 2).unwrap_err();
+    assert_eq!(sent(&a.take()).len(), 1);
+    // ...so a GETDEL that finds nothing must not answer before it: its
+    // client could then read b's old copy after seeing the key gone.
+    let take = a.mutate("a/k", Mutation::Take, &view, 3).unwrap_err();
+    assert!(a.take().is_empty());
+    let done = a.updates_done("a/k", &[("b", UPDATED)], &view, 4);
+    let order: Vec<Token> = done
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Answer { token, .. } => Some(*token),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, [delete, take]);
+    assert!(matches!(
+        answers(&done)[&take],
+        Reply::Mutated(Mutated::Taken(None))
+    ));
+    assert_eq!(a.engine.keys_updating(), 0);
+}
