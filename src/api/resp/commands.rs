@@ -1,6 +1,14 @@
 //! One RESP command, from parsed arguments to the reply bytes: each
 //! command's Redis semantics over the typed ops ([`Core::call`]), its error
 //! lines, and the server-side answers (`INFO`, `CONFIG GET`, `CLIENT`).
+//!
+//! Conditional and read-modify-write commands (`SET NX|XX|GET|KEEPTTL`,
+//! `SETNX`, `GETSET`, `GETDEL`, `GETEX` with an option, `APPEND`, `INCR*`,
+//! `DECR*`, `EXPIRE*`, `PERSIST`) become one [`Op::Mutate`], decided on the
+//! key's owner on its home core: atomic per key across the cluster, never
+//! a read-then-write here. `SET` with `PX`/`PXAT`/`EXAT` (and `PSETEX`) is
+//! a mutation too, so its TTL reaches the owner with millisecond precision;
+//! a plain `SET` or one with `EX` stays a plain write.
 
 use std::fmt::Write as _;
 use std::rc::Rc;
@@ -11,11 +19,12 @@ use bytes::Bytes;
 use super::{cluster, uptime, Flow, Outcome, Session, REDIS_VERSION};
 use crate::error::ApiError;
 use crate::metrics::{OpKind, Protocol as MetricProtocol};
+use crate::mutation::{ExpireIf, Lifetime, Mutated, Mutation, Presence, Refusal};
 use crate::ops::MAX_TTL_SECONDS;
-use crate::ops::{Hit, Op, Reply};
+use crate::ops::{Hit, Op, OpError, Reply};
 use crate::resp::command::{
     messages, ClientAttribute, Command, CommandError, CommandLimits, CommandQuery, Credentials,
-    Expiry, Key, TimeUnit,
+    ExpireCondition, Expiry, Key, SetCondition, TimeUnit,
 };
 use crate::resp::table;
 use crate::resp::{Protocol, ReplyWriter};
@@ -35,26 +44,57 @@ fn failure(reply: Reply) -> (String, u16) {
     (api_error_line(&err), err.status())
 }
 
-/// Commands that need an atomic read-modify-write on the key's owner.
-fn not_available_yet(name: &str) -> String {
-    format!(
-        "ERR '{name}' is not available in this NexusCache version yet (it needs an atomic \
-         operation on the key's owner)"
-    )
-}
-
 fn op_kind_of(command: &Command) -> OpKind {
     match command {
         Command::Get { .. }
+        | Command::GetEx { expiry: None, .. }
         | Command::MGet { .. }
         | Command::Exists { .. }
         | Command::Type { .. }
         | Command::StrLen { .. }
         | Command::Ttl { .. } => OpKind::Get,
-        Command::Set { .. } | Command::MSet { .. } | Command::SetHot { .. } => OpKind::Set,
+        Command::Set {
+            expiry,
+            condition,
+            get,
+            ..
+        } if plain_write(*expiry, *condition, *get) => OpKind::Set,
+        Command::SetHot { expiry, .. } if plain_write(*expiry, None, false) => OpKind::Set,
+        Command::MSet { .. } => OpKind::Set,
         Command::Del { .. } => OpKind::Delete,
+        Command::Set { .. }
+        | Command::SetHot { .. }
+        | Command::SetNx { .. }
+        | Command::GetDel { .. }
+        | Command::GetEx { .. }
+        | Command::Append { .. }
+        | Command::IncrBy { .. }
+        | Command::Expire { .. }
+        | Command::Persist { .. } => OpKind::Mutate,
         _ => OpKind::Other,
     }
+}
+
+/// Whether a `SET` is a plain write ([`Op::Set`]): no condition, no `GET`,
+/// and no expiry or one in whole seconds from now (`EX`, `SETEX`), which a
+/// forwarded `Op::Set` carries exactly. Anything else is a mutation.
+fn plain_write(expiry: Option<Expiry>, condition: Option<SetCondition>, get: bool) -> bool {
+    condition.is_none() && !get && matches!(expiry, None | Some(Expiry::Ex(_)))
+}
+
+/// Room for a command's name in [`execute`] (the longest in the table,
+/// `nexus.sethot`, takes 12 bytes).
+const NAME_BUFFER: usize = 32;
+
+/// `name` in ASCII lower case, in `buf`. A name that parsed is a table
+/// name (ASCII, shorter than the buffer); anything else comes out cut
+/// short or empty, never a panic.
+fn lowercase_name<'a>(name: &[u8], buf: &'a mut [u8; NAME_BUFFER]) -> &'a str {
+    let len = name.len().min(NAME_BUFFER);
+    for (to, from) in buf.iter_mut().zip(&name[..len]) {
+        *to = from.to_ascii_lowercase();
+    }
+    std::str::from_utf8(&buf[..len]).unwrap_or_default()
 }
 
 /// Runs one request and writes its reply.
@@ -84,10 +124,11 @@ pub(super) async fn execute(
     session.last_command = command.name();
     let op = op_kind_of(&command);
     let mut outcome = Outcome::new(op, 200);
-    let name = args
-        .first()
-        .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
-        .unwrap_or_default();
+    // The name as the client typed it, lowercased, for the error lines
+    // of the commands that share a variant (`SETEX` is a `Set`). On the
+    // stack: every command pays for it, few use it.
+    let mut name_buf = [0u8; NAME_BUFFER];
+    let name = lowercase_name(args.first().map_or(&[][..], |n| n), &mut name_buf);
     match command {
         Command::Ping { message } => {
             let mut w = ReplyWriter::new(out, protocol);
@@ -216,25 +257,34 @@ pub(super) async fn execute(
             condition,
             get,
         } => {
-            if condition.is_some() || get || expiry == Some(Expiry::KeepTtl) {
-                let shown = if name == "set" {
-                    let option = match (condition, get) {
-                        (Some(c), _) => format!("set {c:?}").to_ascii_lowercase(),
-                        (None, true) => "set get".to_string(),
-                        (None, false) => "set keepttl".to_string(),
-                    };
-                    option
-                } else {
-                    name.clone()
+            if !plain_write(expiry, condition, get) {
+                let condition = match condition {
+                    None => Presence::Any,
+                    Some(SetCondition::Nx) => Presence::Absent,
+                    Some(SetCondition::Xx) => Presence::Present,
                 };
-                return refuse_line(out, protocol, &not_available_yet(&shown));
+                set_mutation(
+                    core,
+                    out,
+                    protocol,
+                    &mut outcome,
+                    static_name(name),
+                    key,
+                    value,
+                    expiry,
+                    condition,
+                    false,
+                    get,
+                )
+                .await;
+                return outcome;
             }
             write_one(
                 core,
                 out,
                 protocol,
                 &mut outcome,
-                &name,
+                name,
                 key,
                 value,
                 expiry,
@@ -243,12 +293,29 @@ pub(super) async fn execute(
             .await;
         }
         Command::SetHot { key, value, expiry } => {
+            if !plain_write(expiry, None, false) {
+                set_mutation(
+                    core,
+                    out,
+                    protocol,
+                    &mut outcome,
+                    "nexus.sethot",
+                    key,
+                    value,
+                    expiry,
+                    Presence::Any,
+                    true,
+                    false,
+                )
+                .await;
+                return outcome;
+            }
             write_one(
                 core,
                 out,
                 protocol,
                 &mut outcome,
-                &name,
+                name,
                 key,
                 value,
                 expiry,
@@ -256,14 +323,119 @@ pub(super) async fn execute(
             )
             .await;
         }
-        Command::SetNx { .. }
-        | Command::GetDel { .. }
-        | Command::GetEx { .. }
-        | Command::Append { .. }
-        | Command::IncrBy { .. }
-        | Command::Expire { .. }
-        | Command::Persist { .. } => {
-            return refuse_line(out, protocol, &not_available_yet(&name));
+        Command::SetNx { key, value } => {
+            let mutation = Mutation::Set {
+                value,
+                lifetime: Some(Lifetime::Forever),
+                condition: Presence::Absent,
+                hot: false,
+                return_previous: false,
+            };
+            match mutate(core, out, protocol, &mut outcome, key, mutation).await {
+                Some(Mutated::Set { written, .. }) => {
+                    ReplyWriter::new(out, protocol).integer(i64::from(written))
+                }
+                Some(other) => mismatch(out, protocol, &mut outcome, &other),
+                None => {}
+            }
+        }
+        Command::GetDel { key } => {
+            match mutate(core, out, protocol, &mut outcome, key, Mutation::Take).await {
+                Some(Mutated::Taken(taken)) => write_optional(out, protocol, taken.as_deref()),
+                Some(other) => mismatch(out, protocol, &mut outcome, &other),
+                None => {}
+            }
+        }
+        Command::GetEx { key, expiry: None } => match core.call(Op::get(key)).await {
+            Reply::Value(found) => {
+                write_optional(out, protocol, found.as_ref().map(|hit| &hit.value[..]))
+            }
+            other => fail(out, protocol, &mut outcome, other),
+        },
+        Command::GetEx {
+            key,
+            expiry: Some(expiry),
+        } => {
+            let (lifetime, condition) = match expiry {
+                // Only a key with an expiry changes (no write otherwise).
+                Expiry::Persist => (Lifetime::Forever, ExpireIf::HasExpiry),
+                timed => match lifetime_of(timed, unix_ms(SystemTime::now())) {
+                    Ok(lifetime) => (lifetime, ExpireIf::Always),
+                    Err(TooLong) => {
+                        let e = CommandError::InvalidExpireTime { command: "getex" };
+                        return refuse(out, protocol, &e);
+                    }
+                },
+            };
+            let mutation = Mutation::Expire {
+                lifetime,
+                condition,
+            };
+            match mutate(core, out, protocol, &mut outcome, key, mutation).await {
+                Some(Mutated::Expire { value, .. }) => {
+                    write_optional(out, protocol, value.as_deref())
+                }
+                Some(other) => mismatch(out, protocol, &mut outcome, &other),
+                None => {}
+            }
+        }
+        Command::Append { key, value } => {
+            let mutation = Mutation::Append { suffix: value };
+            match mutate(core, out, protocol, &mut outcome, key, mutation).await {
+                Some(Mutated::Appended { len }) => {
+                    ReplyWriter::new(out, protocol).integer(i64::try_from(len).unwrap_or(i64::MAX))
+                }
+                Some(other) => mismatch(out, protocol, &mut outcome, &other),
+                None => {}
+            }
+        }
+        Command::IncrBy { key, delta } => {
+            let mutation = Mutation::IncrBy { delta };
+            match mutate(core, out, protocol, &mut outcome, key, mutation).await {
+                Some(Mutated::Counted(number)) => ReplyWriter::new(out, protocol).integer(number),
+                Some(other) => mismatch(out, protocol, &mut outcome, &other),
+                None => {}
+            }
+        }
+        Command::Expire {
+            key,
+            command,
+            amount,
+            condition,
+        } => {
+            let now_ms = unix_ms(SystemTime::now());
+            let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+            let lifetime = command.deadline_unix_ms(amount, now).and_then(|deadline| {
+                lifetime_until(deadline, now_ms, command.in_seconds()).map_err(|TooLong| {
+                    CommandError::InvalidExpireTime {
+                        command: command.name(),
+                    }
+                })
+            });
+            let lifetime = match lifetime {
+                Ok(lifetime) => lifetime,
+                Err(e) => return refuse(out, protocol, &e),
+            };
+            let condition = match condition {
+                None => ExpireIf::Always,
+                Some(ExpireCondition::Nx) => ExpireIf::NoExpiry,
+                Some(ExpireCondition::Xx) => ExpireIf::HasExpiry,
+                Some(ExpireCondition::Gt) => ExpireIf::Later,
+                Some(ExpireCondition::Lt) => ExpireIf::Earlier,
+                Some(ExpireCondition::XxLt) => ExpireIf::HasExpiryAndEarlier,
+            };
+            let mutation = Mutation::Expire {
+                lifetime,
+                condition,
+            };
+            expire_reply(core, out, protocol, &mut outcome, key, mutation).await;
+        }
+        Command::Persist { key } => {
+            let mutation = Mutation::Expire {
+                lifetime: Lifetime::Forever,
+                condition: ExpireIf::HasExpiry,
+            };
+            expire_reply(core, out, protocol, &mut outcome, key, mutation).await;
         }
         Command::MGet { keys } => {
             let replies = fan_out(core, keys.into_iter().map(Op::get).collect()).await;
@@ -401,8 +573,185 @@ fn static_name(name: &str) -> &'static str {
         "setex" => "setex",
         "psetex" => "psetex",
         "nexus.sethot" => "nexus.sethot",
+        "getex" => "getex",
+        "getset" => "getset",
         _ => "set",
     }
+}
+
+/// `SET` with a condition, `GET`, `KEEPTTL` or an expiry not in whole
+/// seconds from now; `GETSET`; `PSETEX`; `NEXUS.SETHOT` with such an
+/// expiry: one [`Mutation::Set`] on the key's owner. Answers as Redis
+/// does: with `GET`, the old value or nil; else OK, or nil when the
+/// condition did not hold.
+#[allow(clippy::too_many_arguments)]
+async fn set_mutation(
+    core: &Core,
+    out: &mut Vec<u8>,
+    protocol: Protocol,
+    outcome: &mut Outcome,
+    name: &'static str,
+    key: Key,
+    value: Bytes,
+    expiry: Option<Expiry>,
+    condition: Presence,
+    hot: bool,
+    return_previous: bool,
+) {
+    let lifetime = match expiry {
+        None => Some(Lifetime::Forever),
+        Some(Expiry::KeepTtl) => None,
+        Some(timed) => match lifetime_of(timed, unix_ms(SystemTime::now())) {
+            Ok(lifetime) => Some(lifetime),
+            Err(TooLong) => {
+                *outcome = refuse(
+                    out,
+                    protocol,
+                    &CommandError::InvalidExpireTime { command: name },
+                );
+                return;
+            }
+        },
+    };
+    let mutation = Mutation::Set {
+        value,
+        lifetime,
+        condition,
+        hot,
+        return_previous,
+    };
+    match mutate(core, out, protocol, outcome, key, mutation).await {
+        Some(Mutated::Set { previous, .. }) if return_previous => {
+            write_optional(out, protocol, previous.as_deref())
+        }
+        Some(Mutated::Set { written: true, .. }) => ReplyWriter::new(out, protocol).simple(b"OK"),
+        Some(Mutated::Set { written: false, .. }) => ReplyWriter::new(out, protocol).null(),
+        Some(other) => mismatch(out, protocol, outcome, &other),
+        None => {}
+    }
+}
+
+/// `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT`, `PERSIST`: 1 if the
+/// expiry changed (or the key went), 0 if the key is missing or the
+/// condition did not hold.
+async fn expire_reply(
+    core: &Core,
+    out: &mut Vec<u8>,
+    protocol: Protocol,
+    outcome: &mut Outcome,
+    key: Key,
+    mutation: Mutation,
+) {
+    match mutate(core, out, protocol, outcome, key, mutation).await {
+        Some(Mutated::Expire { changed, .. }) => {
+            ReplyWriter::new(out, protocol).integer(i64::from(changed))
+        }
+        Some(other) => mismatch(out, protocol, outcome, &other),
+        None => {}
+    }
+}
+
+/// Runs `mutation` on the key's owner. A failure is answered here (with
+/// Redis's words for a refusal) and gives `None`.
+async fn mutate(
+    core: &Core,
+    out: &mut Vec<u8>,
+    protocol: Protocol,
+    outcome: &mut Outcome,
+    key: Key,
+    mutation: Mutation,
+) -> Option<Mutated> {
+    match core.mutate(key, mutation).await {
+        Ok(mutated) => Some(mutated),
+        Err(err) => {
+            let (line, status) = mutate_failure(err);
+            outcome.status = status;
+            ReplyWriter::new(out, protocol).error(&line);
+            None
+        }
+    }
+}
+
+/// The error line and HTTP-equivalent status of a failed mutation: a
+/// refusal in Redis's words, anything else as [`failure`] words it.
+fn mutate_failure(err: OpError) -> (String, u16) {
+    let err = ApiError::from(err);
+    let line = match &err {
+        ApiError::Refused(Refusal::NotAnInteger) => messages::NOT_AN_INTEGER.to_owned(),
+        ApiError::Refused(Refusal::Overflow) => messages::INCR_OVERFLOW.to_owned(),
+        ApiError::Refused(Refusal::ValueTooLarge { .. }) => messages::STRING_TOO_LONG.to_owned(),
+        other => api_error_line(other),
+    };
+    (line, err.status())
+}
+
+/// The owner answered a mutation with the answer of another kind: a bug,
+/// answered as an internal error rather than a wrong reply type.
+fn mismatch(out: &mut Vec<u8>, protocol: Protocol, outcome: &mut Outcome, answer: &Mutated) {
+    let kind = match answer {
+        Mutated::Set { .. } => "set",
+        Mutated::Taken(_) => "getdel",
+        Mutated::Expire { .. } => "expire",
+        Mutated::Appended { .. } => "append",
+        Mutated::Counted(_) => "incrby",
+    };
+    let (line, status) = mutate_failure(OpError::Mismatch {
+        op: "mutation",
+        reply: format!("the answer of {kind}"),
+    });
+    outcome.status = status;
+    ReplyWriter::new(out, protocol).error(&line);
+}
+
+/// A bulk string, or nil (RESP2 `$-1`, RESP3 `_`).
+fn write_optional(out: &mut Vec<u8>, protocol: Protocol, value: Option<&[u8]>) {
+    let mut w = ReplyWriter::new(out, protocol);
+    match value {
+        Some(value) => w.bulk(value),
+        None => w.null(),
+    }
+}
+
+/// An expiry past NexusCache's three-day limit ([`MAX_TTL_SECONDS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLong;
+
+/// A `SET`/`GETEX` expiry as the lifetime a mutation writes: relative to
+/// the owner's clock, jittered only when given in seconds (`EX`, `EXAT`).
+/// `KEEPTTL` and `PERSIST` carry no amount and come out `Forever`.
+pub fn lifetime_of(expiry: Expiry, now_unix_ms: u64) -> Result<Lifetime, TooLong> {
+    match ttl_from_now(expiry, now_unix_ms) {
+        TtlFromNow::Ttl(ttl) if ttl.is_zero() => Ok(Lifetime::Forever),
+        TtlFromNow::Ttl(ttl) => Ok(Lifetime::For {
+            ttl,
+            jitter: expiry.in_seconds(),
+        }),
+        TtlFromNow::Past => Ok(Lifetime::Over),
+        TtlFromNow::TooLong => Err(TooLong),
+    }
+}
+
+/// An `EXPIRE`-family deadline (Unix milliseconds, possibly negative) as
+/// a lifetime: at or before now the key goes, as in Redis.
+pub fn lifetime_until(
+    deadline_unix_ms: i64,
+    now_unix_ms: u64,
+    in_seconds: bool,
+) -> Result<Lifetime, TooLong> {
+    let Ok(deadline) = u64::try_from(deadline_unix_ms) else {
+        return Ok(Lifetime::Over);
+    };
+    if deadline <= now_unix_ms {
+        return Ok(Lifetime::Over);
+    }
+    let ms = deadline - now_unix_ms;
+    if ms > MAX_TTL_SECONDS * 1000 {
+        return Err(TooLong);
+    }
+    Ok(Lifetime::For {
+        ttl: Duration::from_millis(ms),
+        jitter: in_seconds,
+    })
 }
 
 /// A Redis expiry as NexusCache's TTL from now.
@@ -523,11 +872,6 @@ fn refuse(out: &mut Vec<u8>, protocol: Protocol, err: &CommandError) -> Outcome 
         outcome.flow = Flow::Close;
     }
     outcome
-}
-
-fn refuse_line(out: &mut Vec<u8>, protocol: Protocol, line: &str) -> Outcome {
-    ReplyWriter::new(out, protocol).error(line);
-    Outcome::new(OpKind::Other, 400)
 }
 
 /// Checks `AUTH`/`HELLO AUTH` credentials against the node's tokens. The
@@ -829,6 +1173,104 @@ mod tests {
             TtlFromNow::TooLong
         );
         assert_eq!(ttl_from_now(Expiry::Ex(u64::MAX), now), TtlFromNow::TooLong);
+    }
+
+    #[test]
+    fn expiries_in_seconds_are_jittered_and_milliseconds_are_not() {
+        let now = 1_700_000_000_000;
+        assert_eq!(
+            lifetime_of(Expiry::Ex(10), now),
+            Ok(Lifetime::For {
+                ttl: Duration::from_secs(10),
+                jitter: true
+            })
+        );
+        assert_eq!(
+            lifetime_of(Expiry::ExAt(now / 1000 + 60), now),
+            Ok(Lifetime::For {
+                ttl: Duration::from_secs(60),
+                jitter: true
+            })
+        );
+        assert_eq!(
+            lifetime_of(Expiry::Px(1500), now),
+            Ok(Lifetime::For {
+                ttl: Duration::from_millis(1500),
+                jitter: false
+            })
+        );
+        assert_eq!(
+            lifetime_of(Expiry::PxAt(now + 250), now),
+            Ok(Lifetime::For {
+                ttl: Duration::from_millis(250),
+                jitter: false
+            })
+        );
+        assert_eq!(lifetime_of(Expiry::PxAt(now), now), Ok(Lifetime::Over));
+        assert_eq!(lifetime_of(Expiry::ExAt(1), now), Ok(Lifetime::Over));
+        assert_eq!(
+            lifetime_of(Expiry::Ex(MAX_TTL_SECONDS + 1), now),
+            Err(TooLong)
+        );
+        assert_eq!(lifetime_of(Expiry::Persist, now), Ok(Lifetime::Forever));
+    }
+
+    #[test]
+    fn expire_deadlines_at_or_before_now_remove_the_key() {
+        let now = 1_700_000_000_000u64;
+        let now_i = now as i64;
+        assert_eq!(lifetime_until(now_i, now, true), Ok(Lifetime::Over));
+        assert_eq!(lifetime_until(-5000, now, false), Ok(Lifetime::Over));
+        assert_eq!(lifetime_until(i64::MIN, now, true), Ok(Lifetime::Over));
+        assert_eq!(
+            lifetime_until(now_i + 1, now, false),
+            Ok(Lifetime::For {
+                ttl: Duration::from_millis(1),
+                jitter: false
+            })
+        );
+        assert_eq!(
+            lifetime_until(now_i + 10_000, now, true),
+            Ok(Lifetime::For {
+                ttl: Duration::from_secs(10),
+                jitter: true
+            })
+        );
+        let limit = now_i + (MAX_TTL_SECONDS * 1000) as i64;
+        assert!(lifetime_until(limit, now, true).is_ok());
+        assert_eq!(lifetime_until(limit + 1, now, true), Err(TooLong));
+    }
+
+    #[test]
+    fn only_unconditional_sets_in_whole_seconds_stay_plain_writes() {
+        assert!(plain_write(None, None, false));
+        assert!(plain_write(Some(Expiry::Ex(5)), None, false));
+        assert!(!plain_write(Some(Expiry::Px(5)), None, false));
+        assert!(!plain_write(Some(Expiry::PxAt(5)), None, false));
+        assert!(!plain_write(Some(Expiry::ExAt(5)), None, false));
+        assert!(!plain_write(Some(Expiry::KeepTtl), None, false));
+        assert!(!plain_write(None, Some(SetCondition::Nx), false));
+        assert!(!plain_write(None, None, true));
+    }
+
+    #[test]
+    fn refusals_are_answered_in_redis_words() {
+        let line = |refusal| mutate_failure(OpError::Refused(refusal));
+        assert_eq!(
+            line(Refusal::NotAnInteger),
+            ("ERR value is not an integer or out of range".into(), 409)
+        );
+        assert_eq!(
+            line(Refusal::Overflow),
+            ("ERR increment or decrement would overflow".into(), 409)
+        );
+        assert_eq!(
+            line(Refusal::ValueTooLarge { len: 9, limit: 8 }),
+            (
+                "ERR string exceeds maximum allowed size (proto-max-bulk-len)".into(),
+                413
+            )
+        );
     }
 
     #[test]
