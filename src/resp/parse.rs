@@ -37,6 +37,11 @@ const MAX_LENGTH_DIGITS: usize = 19;
 /// Argument vectors start at most this large; a claimed count is not
 /// trusted with an allocation before its arguments arrive.
 const INITIAL_ARGS_CAPACITY: usize = 1024;
+/// An argument vector handed back with [`RequestParser::recycle`] is kept
+/// for the next request only up to this capacity (a 64-entry vector is
+/// 2 KiB; one grown by a huge `MSET` is dropped, not held by an idle
+/// connection).
+pub const RECYCLED_ARGS_CAPACITY: usize = 64;
 
 /// What a request may claim, checked before its bytes are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +152,10 @@ enum State {
 #[derive(Debug, Default)]
 pub struct RequestParser {
     state: State,
+    /// An empty argument vector from the last request (see
+    /// [`RequestParser::recycle`]): the next multibulk request fills it
+    /// instead of allocating one per command.
+    spare_args: Vec<Bytes>,
 }
 
 impl RequestParser {
@@ -158,6 +167,19 @@ impl RequestParser {
     /// connection may close cleanly, or count an idle client).
     pub fn is_idle(&self) -> bool {
         matches!(self.state, State::Idle)
+    }
+
+    /// Hands back the argument vector of a request that has been answered,
+    /// so the next request reuses its allocation (a connection answering
+    /// pipelined commands otherwise allocates one vector per command).
+    /// Its arguments are dropped here; a vector grown past
+    /// [`RECYCLED_ARGS_CAPACITY`] is freed instead.
+    pub fn recycle(&mut self, mut args: Vec<Bytes>) {
+        args.clear();
+        if args.capacity() <= RECYCLED_ARGS_CAPACITY && args.capacity() > self.spare_args.capacity()
+        {
+            self.spare_args = args;
+        }
     }
 
     /// Takes the next whole command off the front of `buf`. Bytes of a
@@ -192,9 +214,11 @@ impl RequestParser {
                         }
                         buf.advance(line_len);
                         if count > 0 {
+                            let mut args = std::mem::take(&mut self.spare_args);
+                            args.reserve(count.min(INITIAL_ARGS_CAPACITY));
                             self.state = State::Multibulk {
                                 remaining: count,
-                                args: Vec::with_capacity(count.min(INITIAL_ARGS_CAPACITY)),
+                                args,
                                 bulk: None,
                             };
                         }
@@ -777,6 +801,29 @@ mod tests {
             }
         }
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_recycled_argument_vector_carries_the_next_request() {
+        let mut parser = RequestParser::new();
+        let limits = Limits::new(1024);
+        let mut buf = BytesMut::from(
+            &b"*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\nc\r\n*2\r\n$3\r\nGET\r\n$1\r\na\r\n"[..],
+        );
+        let Ok(Parsed::Request(first)) = parser.parse(&mut buf, &limits) else {
+            panic!("the first request is whole");
+        };
+        assert_eq!(first, args(&["SET", "b", "c"]));
+        let reused = first.as_ptr();
+        parser.recycle(first);
+        let Ok(Parsed::Request(second)) = parser.parse(&mut buf, &limits) else {
+            panic!("the second request is whole");
+        };
+        assert_eq!(second, args(&["GET", "a"]));
+        assert_eq!(second.as_ptr(), reused, "the recycled vector was reused");
+        // A vector grown past the bound is freed, not kept.
+        parser.recycle(Vec::with_capacity(RECYCLED_ARGS_CAPACITY + 1));
+        assert!(parser.spare_args.capacity() <= RECYCLED_ARGS_CAPACITY);
     }
 
     #[test]

@@ -19,9 +19,9 @@
 //!
 //! Commands that read, decide and write one key atomically (`SET NX|XX|GET|
 //! KEEPTTL`, `SETNX`, `GETSET`, `GETDEL`, `GETEX`, `APPEND`, `INCR*`,
-//! `DECR*`, `EXPIRE*`, `PERSIST`) need an operation on the key's owner that
-//! the engine does not have yet; they are refused with one error line that
-//! says so, never emulated with a racy read-then-write.
+//! `DECR*`, `EXPIRE*`, `PERSIST`) are one `Op::Mutate` each, decided on the
+//! key's owner node on its home core (see [`crate::mutation`]): atomic per
+//! key across the cluster, never emulated with a racy read-then-write.
 
 mod cluster;
 mod commands;
@@ -242,6 +242,10 @@ async fn run(
     loop {
         let mut close = false;
         let mut over_cap = false;
+        // One clock read per command: a command's latency runs from the
+        // previous command's end (or the read) to its own end, which
+        // differs from a start taken after parsing by the parse alone.
+        let mut command_start = Instant::now();
         loop {
             if buffers.out.len() >= max_unsent
                 || (!buffers.out.is_empty() && core.connection_memory_exhausted(0))
@@ -259,15 +263,17 @@ async fn run(
                 Ok(Parsed::Request(args)) => {
                     buffers.partial = 0;
                     needed = None;
-                    let started = Instant::now();
                     let outcome =
                         execute(core, session, &args, &command_limits, &mut buffers.out).await;
+                    parser.recycle(args);
+                    let command_end = Instant::now();
                     core.metrics.record_request_on(
                         MetricProtocol::Resp,
                         outcome.op,
                         outcome.status,
-                        started.elapsed(),
+                        command_end.saturating_duration_since(command_start),
                     );
+                    command_start = command_end;
                     buffers.account();
                     if outcome.flow == Flow::Close {
                         close = true;
