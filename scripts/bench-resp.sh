@@ -3,13 +3,16 @@
 # redis-benchmark, in one run.
 #
 #   scripts/bench-resp.sh [--requests N] [--tests LIST] [--pipelines LIST]
-#                         [--no-cluster] [--no-build]
+#                         [--rounds N] [--no-cluster] [--no-build]
 #
 #   --requests N      requests per redis-benchmark run (default 200000)
-#   --tests LIST      redis-benchmark -t list (default get,set,mset; add incr
-#                     once NexusCache has it)
-#   --pipelines LIST  -P values, one run each (default 1,16: no pipelining,
-#                     then 16 commands in flight per connection)
+#   --tests LIST      tests, each its own redis-benchmark -t run (default
+#                     set,get,mset; add incr once NexusCache has it). They
+#                     run in redis-benchmark's own order (set, get, incr,
+#                     mset), so GET finds the keys SET wrote, on both servers
+#   --pipelines LIST  -P values (default 1,16: no pipelining, then 16
+#                     commands in flight per connection)
+#   --rounds N        rounds (default 3); the summary gives medians
 #   --no-cluster      skip the 3-node cluster row
 #   --no-build        use the existing target/release/nexuscache (NC_BIN
 #                     overrides its path)
@@ -17,22 +20,30 @@
 # Needs two allowed CPUs, S and C (the first two this process may use):
 #   nexuscache    serve --cores 1 --cpuset S (its one core pinned to S)
 #   redis-server  --save '' --appendonly no, under taskset -c S
-#   redis-benchmark -c 50 -d 64 -r 100000 -t LIST [-P p], under taskset -c C
-# Each pipeline setting runs NexusCache, then redis-server, back to back.
+#   redis-benchmark -c 50 -d 64 -r 100000 -t TEST [-P p], under taskset -c C
+# Both servers run side by side for the whole run. A shared machine's
+# noise comes and goes within seconds, so every (test, -P) pair is run
+# NexusCache then redis-server, back to back, and the next round in the
+# other order; each round gives a ratio, and the summary gives the median
+# requests/s of each server, the ratio of the medians and the range of the
+# per-round ratios (a wide range means the machine was busy). Beside
+# requests/s, each run records the server's CPU time (utime + stime from
+# /proc) per request: the cost of a request to the server, which another
+# program on the client CPU does not change the way it changes req/s.
 # The cluster row: three NexusCache nodes (--cores 1, static peers, all
 # pinned to S, so they share one CPU as the single server did), each owning
 # about a third of the keys; redis-benchmark against one node, so about two
-# thirds of its requests are forwarded to their owner. Prints requests/s
-# per test for each server and NexusCache / redis-server (1.0 = as fast),
-# and the load average before and after (the machine may be shared).
+# thirds of its requests are forwarded to their owner (one round).
+# Prints the load average before and after (the machine may be shared).
 # Results: bench-results/resp-<timestamp>/summary.md (+ raw CSV and logs).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 requests=200000
-tests=get,set,mset
+tests=set,get,mset
 pipelines=1,16
+rounds=3
 cluster=1
 build=1
 while (($#)); do
@@ -53,6 +64,13 @@ while (($#)); do
         IFS=, read -r -a ps <<<"$2"
         for p in "${ps[@]}"; do need_int "$1" "$p"; done
         pipelines="$2"
+        shift
+        ;;
+    --rounds)
+        (($# >= 2)) || die "$1 needs a value"
+        need_int "$1" "$2"
+        (($2 >= 1)) || die "$1 must be at least 1"
+        rounds="$2"
         shift
         ;;
     --no-cluster) cluster=0 ;;
@@ -100,20 +118,43 @@ start_node() {
     NODE_PID="$pid"
 }
 
-# bench LABEL PORT P: one redis-benchmark run; its CSV goes to the raw file
-# and "LABEL,P,TEST,RPS" lines to results.csv.
-bench() {
-    local label="$1" port="$2" p="$3" raw="$out/$1-P$3.csv"
-    log "$label: redis-benchmark -P $p -t $tests -n $requests"
-    taskset -c "$client_cpu" redis-benchmark -h 127.0.0.1 -p "$port" -c 50 -d 64 -r 100000 \
-        -n "$requests" -t "$tests" -P "$p" --csv >"$raw" 2>"$out/$1-P$3.err" ||
-        die "redis-benchmark against $label failed (see $out/$1-P$3.err)"
-    # "MSET (10 keys)" -> mset; header line skipped.
-    awk -F'","' -v label="$label" -v p="$p" 'NR > 1 {
-        test = tolower($1); sub(/^"/, "", test); sub(/ .*/, "", test)
-        print label "," p "," test "," $2
-    }' "$raw" >>"$out/results.csv"
+# cpu_ticks PID: the process's CPU time so far (utime + stime, in clock
+# ticks, all threads).
+cpu_ticks() {
+    # Fields after the ")" of the command name: state is 3rd, utime 14th.
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 }
+
+# bench LABEL PORT PID P TEST ROUND: one redis-benchmark run of one test;
+# its CSV goes to the raw file and "LABEL,P,TEST,ROUND,RPS,CPU_US_PER_REQ"
+# to results.csv (the CPU time is the server PID's over the run).
+bench() {
+    local label="$1" port="$2" pid="$3" p="$4" test="$5" round="$6"
+    local raw="$out/$label-P$p-$test-r$round.csv" before after rps
+    log "$label: redis-benchmark -P $p -t $test -n $requests (round $round)"
+    before="$(cpu_ticks "$pid")"
+    taskset -c "$client_cpu" redis-benchmark -h 127.0.0.1 -p "$port" -c 50 -d 64 -r 100000 \
+        -n "$requests" -t "$test" -P "$p" --csv >"$raw" 2>"$out/$label-P$p-$test-r$round.err" ||
+        die "redis-benchmark against $label failed (see $out/$label-P$p-$test-r$round.err)"
+    after="$(cpu_ticks "$pid")"
+    # "MSET (10 keys)" -> mset; header line skipped; one test per run.
+    rps="$(awk -F'","' 'NR == 2 { print $2 }' "$raw")"
+    [[ -n "$rps" ]] || die "no result from redis-benchmark against $label (see $raw)"
+    awk -v ticks="$((after - before))" -v hz="$clock_hz" -v n="$requests" \
+        -v row="$label,$p,$test,$round,$rps" \
+        'BEGIN { printf "%s,%.2f\n", row, ticks / hz * 1e6 / n }' >>"$out/results.csv"
+}
+
+clock_hz="$(getconf CLK_TCK)"
+# The tests in redis-benchmark's own order.
+ordered_tests=()
+IFS=, read -r -a wanted <<<"$tests"
+for t in set get incr mset; do
+    for w in "${wanted[@]}"; do [[ "$w" == "$t" ]] && ordered_tests+=("$t"); done
+done
+for w in "${wanted[@]}"; do
+    [[ " ${ordered_tests[*]} " == *" $w "* ]] || ordered_tests+=("$w")
+done
 
 : >"$out/results.csv"
 read -r http grpc resp redis_port < <(free_port 4 | paste -sd' ')
@@ -130,9 +171,18 @@ done
 redis-cli -p "$redis_port" PING >/dev/null 2>&1 || die "redis-server did not start (log: $out/redis.log)"
 
 IFS=, read -r -a ps <<<"$pipelines"
-for p in "${ps[@]}"; do
-    bench nexuscache "$resp" "$p"
-    bench redis "$redis_port" "$p"
+for round in $(seq "$rounds"); do
+    for p in "${ps[@]}"; do
+        for t in "${ordered_tests[@]}"; do
+            if ((round % 2)); then
+                bench nexuscache "$resp" "$nc_pid" "$p" "$t" "$round"
+                bench redis "$redis_port" "$redis_pid" "$p" "$t" "$round"
+            else
+                bench redis "$redis_port" "$redis_pid" "$p" "$t" "$round"
+                bench nexuscache "$resp" "$nc_pid" "$p" "$t" "$round"
+            fi
+        done
+    done
 done
 stop_pid "$nc_pid"
 stop_pid "$redis_pid"
@@ -157,37 +207,56 @@ if ((cluster)); then
         done
     done
     for p in "${ps[@]}"; do
-        bench cluster3 "${cp[6]}" "$p"
+        for t in "${ordered_tests[@]}"; do
+            bench cluster3 "${cp[6]}" "${pids[0]}" "$p" "$t" 1
+        done
     done
     for pid in "${pids[@]}"; do stop_pid "$pid"; done
 fi
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-python3 - "$out" "$load_before" "$load_after" "$server_cpu" "$client_cpu" <<'PY'
-import csv, sys
-out, before, after, scpu, ccpu = sys.argv[1:]
-rows = {}
-for label, p, test, rps in csv.reader(open(f"{out}/results.csv")):
-    rows[(label, int(p), test)] = float(rps)
-tests = sorted({t for (_, _, t) in rows}, key=lambda t: ["get", "set", "incr", "mset"].index(t) if t in ["get", "set", "incr", "mset"] else 9)
-ps = sorted({p for (_, p, _) in rows})
+python3 - "$out" "$load_before" "$load_after" "$server_cpu" "$client_cpu" "$rounds" <<'PY'
+import csv, statistics, sys
+out, before, after, scpu, ccpu, rounds = sys.argv[1:]
+rps, cpu = {}, {}
+for label, p, test, rnd, r, c in csv.reader(open(f"{out}/results.csv")):
+    key = (label, int(p), test)
+    rps.setdefault(key, {})[int(rnd)] = float(r)
+    cpu.setdefault(key, {})[int(rnd)] = float(c)
+order = ["set", "get", "incr", "mset"]
+tests = sorted({t for (_, _, t) in rps}, key=lambda t: order.index(t) if t in order else 9)
+ps = sorted({p for (_, p, _) in rps})
+med = lambda d, key: statistics.median(d[key].values()) if key in d else None
+num = lambda v: f"{v:,.0f}" if v else "-"
+us = lambda v: f"{v:.2f}" if v else "-"
 lines = [
     "# RESP: NexusCache vs redis-server (redis-benchmark -c 50 -d 64 -r 100000)",
     "",
-    f"Servers pinned to CPU {scpu}, redis-benchmark to CPU {ccpu}. "
+    f"Servers pinned to CPU {scpu}, redis-benchmark to CPU {ccpu}; {rounds} round(s), "
+    "each test NexusCache and redis-server back to back (order alternating by round). "
     f"Load average before: {before}; after: {after}.",
     "",
-    "| test | -P | NexusCache req/s | redis-server req/s | ratio | 3-node cluster req/s |",
-    "|---|---|---|---|---|---|",
+    "req/s are medians over the rounds; ratio = NexusCache / redis-server "
+    "(medians), with the lowest and highest per-round ratio; CPU us/req = the "
+    "server's CPU time per request (median).",
+    "",
+    "| test | -P | NexusCache req/s | redis-server req/s | ratio | per-round ratios | "
+    "NexusCache CPU us/req | redis-server CPU us/req | 3-node cluster req/s |",
+    "|---|---|---|---|---|---|---|---|---|",
 ]
 for p in ps:
     for t in tests:
-        nc = rows.get(("nexuscache", p, t))
-        rd = rows.get(("redis", p, t))
-        cl = rows.get(("cluster3", p, t))
+        nk, rk, ck = ("nexuscache", p, t), ("redis", p, t), ("cluster3", p, t)
+        nc, rd = med(rps, nk), med(rps, rk)
         ratio = f"{nc / rd:.2f}" if nc and rd else "-"
-        fmt = lambda v: f"{v:,.0f}" if v else "-"
-        lines.append(f"| {t} | {p} | {fmt(nc)} | {fmt(rd)} | {ratio} | {fmt(cl)} |")
+        per_round = "-"
+        if nk in rps and rk in rps:
+            rs = [rps[nk][r] / rps[rk][r] for r in sorted(rps[nk]) if r in rps[rk]]
+            per_round = f"{min(rs):.2f}-{max(rs):.2f}" if rs else "-"
+        lines.append(
+            f"| {t} | {p} | {num(nc)} | {num(rd)} | {ratio} | {per_round} | "
+            f"{us(med(cpu, nk))} | {us(med(cpu, rk))} | {num(med(rps, ck))} |"
+        )
 text = "\n".join(lines) + "\n"
 open(f"{out}/summary.md", "w").write(text)
 print(text)
