@@ -35,6 +35,7 @@ fn member(name: &str, port: u16) -> Member {
         http_addr: format!("127.0.0.1:{port}"),
         grpc_addr: format!("127.0.0.1:{}", port + 1000),
         cores: 2,
+        resp_addr: None,
     }
 }
 

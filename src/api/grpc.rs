@@ -18,7 +18,7 @@
 //! Who may call: every call is authorised from its headers before its
 //! message is read (`authorization` for clients, the cluster secret for
 //! peer nodes; see [`crate::auth`]): `UNAUTHENTICATED` without a valid
-//! token, `PERMISSION_DENIED` for `Peer/Replicate` or a `forwarded` /
+//! token, `PERMISSION_DENIED` for `Peer/Replicate`, `Peer/Stats` or a `forwarded` /
 //! `keep_copy` flag from a caller that is not a peer.
 //!
 //! What a connection may cost: at most [`MAX_CONCURRENT_STREAMS`] calls at
@@ -409,9 +409,9 @@ async fn answer(
         send_status(&mut respond, StatusCode::OK, &status);
         return (OpKind::Other, status.code);
     };
-    if method == Method::Replicate && caller != Caller::Peer {
+    if method.is_peer_only() && caller != Caller::Peer {
         core.metrics.record_auth_failure();
-        let refused = ApiError::Auth(AuthError::PeerOnly("nexuscache.v1.Peer/Replicate"));
+        let refused = ApiError::Auth(AuthError::PeerOnly(method.path().trim_start_matches('/')));
         let status = Status::from(refused);
         send_status(&mut respond, StatusCode::OK, &status);
         return (op_kind(method), status.code);
@@ -481,7 +481,7 @@ fn op_kind(method: Method) -> OpKind {
         Method::Set => OpKind::Set,
         Method::Delete => OpKind::Delete,
         Method::Mutate => OpKind::Mutate,
-        Method::Replicate => OpKind::Other,
+        Method::Replicate | Method::Stats => OpKind::Other,
     }
 }
 
@@ -527,6 +527,11 @@ async fn serve_call(
         // only a node of the cluster may send it.
         core.metrics.record_auth_failure();
         return Err(ApiError::Auth(AuthError::PeerOnly(flag)).into());
+    }
+    if method == Method::Stats {
+        // The node's count, not one core's: every core's shard.
+        let items = core.snapshot_all().await.iter().map(|(s, _)| s.items).sum();
+        return Ok(cache::encode_stats_response(items));
     }
     let reply = run_op(core, request).await;
     Ok(cache::encode_reply(method, reply)?)
@@ -667,6 +672,7 @@ pub(crate) mod testing {
             http_addr: config.advertised_http(),
             grpc_addr: config.advertised_grpc(),
             cores: 1,
+            resp_addr: config.advertised_resp(),
         };
         let board = crate::control::RingBoard::new(crate::control::initial_ring(&me, 50));
         let control =

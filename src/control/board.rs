@@ -109,6 +109,7 @@ mod tests {
                     http_addr: format!("{name}:1"),
                     grpc_addr: format!("{name}:2"),
                     cores: 1,
+                    resp_addr: None,
                 })
                 .collect(),
             8,

@@ -7,7 +7,7 @@
 //! JSON value:
 //!
 //! ```json
-//! {"name":"node-a","http_addr":"10.0.0.1:9999","grpc_addr":"10.0.0.1:10999","cores":4,"version":"0.1.0"}
+//! {"name":"node-a","http_addr":"10.0.0.1:9999","grpc_addr":"10.0.0.1:10999","cores":4,"version":"0.1.0","resp_addr":"10.0.0.1:11999"}
 //! ```
 //!
 //! * `name` must equal the key's last segment (the key is authoritative for
@@ -15,6 +15,12 @@
 //!   record and is skipped).
 //! * `http_addr` / `grpc_addr` are `host:port` (IPv6 hosts in brackets).
 //! * `cores` is the node's number of data cores.
+//! * `resp_addr` (optional, absent when the node serves no RESP port or
+//!   predates the field) is its Redis-protocol address, `host:port`. It is
+//!   only told to clients (`NEXUS.OWNER`), so a record whose `resp_addr` is
+//!   malformed or longer than [`MAX_ADDR_BYTES`] keeps its member in the
+//!   ring with the address unknown, rather than dropping a node whose data
+//!   path is fine.
 //! * `version` is the NexusCache version of the writer (informational: it
 //!   lets an operator spot a mixed-version cluster with `etcdctl get`).
 //!
@@ -50,6 +56,11 @@ pub const UNKNOWN_CORES: u32 = 0;
 /// machine, it only keeps a typo from becoming a nonsense core id.
 pub const MAX_PEER_CORES: u32 = 65_536;
 
+/// Longest `host:port` accepted anywhere (a DNS name is at most 253 bytes;
+/// brackets, colon and port fit in the rest): a bound on what an untrusted
+/// record or a `--peers` entry can make every node keep and print.
+pub const MAX_ADDR_BYTES: usize = 262;
+
 /// The JSON value stored at `<prefix><name>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -60,6 +71,10 @@ pub struct NodeRecord {
     /// NexusCache version of the node that wrote the record.
     #[serde(default)]
     pub version: String,
+    /// The node's RESP address; absent in records of nodes without one or
+    /// from before the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resp_addr: Option<String>,
 }
 
 /// Why a record or key from etcd was not accepted.
@@ -98,7 +113,10 @@ pub enum RecordError {
 
 /// Why a `--peers` entry (or a `set_peer` address) was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid peer {entry:?}: {reason} (expected name=http_host:port[/grpc_host:port][@cores])")]
+#[error(
+    "invalid peer {entry:?}: {reason} \
+     (expected name=http_host:port[/grpc_host:port[/resp_host:port]][@cores])"
+)]
 pub struct PeerSpecError {
     pub entry: String,
     pub reason: String,
@@ -117,6 +135,7 @@ pub fn encode(member: &Member) -> Result<Vec<u8>, RecordError> {
         grpc_addr: member.grpc_addr.clone(),
         cores: member.cores,
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        resp_addr: member.resp_addr.clone(),
     };
     serde_json::to_vec(&record).map_err(|source| RecordError::Encode {
         name: record.name.clone(),
@@ -153,11 +172,22 @@ pub fn decode(prefix: &str, key: &[u8], value: &[u8]) -> Result<Member, RecordEr
             reason,
         })?;
     }
+    let resp_addr = record
+        .resp_addr
+        .and_then(|addr| match parse_host_port(&addr) {
+            Ok(_) => Some(addr),
+            Err(reason) => {
+                warn!(member = %record.name, reason,
+                  "ignoring the record's resp_addr (the member stays, its RESP address unknown)");
+                None
+            }
+        });
     Ok(Member {
         name: record.name.as_str().into(),
         http_addr: record.http_addr,
         grpc_addr: record.grpc_addr,
         cores: record.cores,
+        resp_addr,
     })
 }
 
@@ -200,9 +230,15 @@ pub fn validate_name(name: &str) -> Result<(), RecordError> {
     Ok(())
 }
 
-/// Split `host:port`, requiring a non-empty host (IPv6 in brackets) and a
-/// port from 1 to 65535.
+/// Split `host:port`, requiring a non-empty host (IPv6 in brackets), a
+/// port from 1 to 65535, and at most [`MAX_ADDR_BYTES`] in all.
 fn parse_host_port(addr: &str) -> Result<(&str, u16), String> {
+    if addr.len() > MAX_ADDR_BYTES {
+        return Err(format!(
+            "{} bytes long, over the {MAX_ADDR_BYTES} a host:port can need",
+            addr.len()
+        ));
+    }
     let (host, port) = addr
         .rsplit_once(':')
         .ok_or_else(|| "expected host:port".to_owned())?;
@@ -225,9 +261,11 @@ fn parse_host_port(addr: &str) -> Result<(&str, u16), String> {
     }
 }
 
-/// A member from a name and `http_addr[/grpc_addr][@cores]`; without a
-/// gRPC address the gRPC port is the HTTP port + [`GRPC_PORT_OFFSET`] on the
-/// same host; without `@cores`, `cores` is [`UNKNOWN_CORES`].
+/// A member from a name and `http_addr[/grpc_addr[/resp_addr]][@cores]`;
+/// without a gRPC address (or with an empty one, `http_addr//resp_addr`)
+/// the gRPC port is the HTTP port + [`GRPC_PORT_OFFSET`] on the same host;
+/// without a RESP address it is unknown (never derived: a node may serve
+/// none); without `@cores`, `cores` is [`UNKNOWN_CORES`].
 pub fn parse_peer(name: &str, addrs: &str) -> Result<Member, PeerSpecError> {
     let entry = format!("{name}={addrs}");
     let fail = |reason: String| PeerSpecError {
@@ -247,9 +285,21 @@ pub fn parse_peer(name: &str, addrs: &str) -> Result<Member, PeerSpecError> {
             }
         },
     };
-    let (http_addr, grpc_addr) = match addrs.split_once('/') {
-        Some((http, grpc)) => (http.trim(), Some(grpc.trim())),
-        None => (addrs.trim(), None),
+    let mut parts = addrs.split('/').map(str::trim);
+    let http_addr = parts.next().unwrap_or_default();
+    let grpc_addr = parts.next().filter(|grpc| !grpc.is_empty());
+    let resp_addr = parts.next();
+    if parts.next().is_some() {
+        return Err(fail(
+            "more than three addresses (http/grpc/resp) before '@'".to_owned(),
+        ));
+    }
+    let resp_addr = match resp_addr {
+        Some(resp) => {
+            parse_host_port(resp).map_err(|reason| fail(format!("resp address: {reason}")))?;
+            Some(resp.to_owned())
+        }
+        None => None,
     };
     let (host, http_port) =
         parse_host_port(http_addr).map_err(|reason| fail(format!("http address: {reason}")))?;
@@ -273,19 +323,23 @@ pub fn parse_peer(name: &str, addrs: &str) -> Result<Member, PeerSpecError> {
         http_addr: http_addr.to_owned(),
         grpc_addr,
         cores,
+        resp_addr,
     })
 }
 
 /// Parse a static member list (`--peers`):
 ///
 /// ```text
-/// name=http_host:port[/grpc_host:port][@cores],name=...
-/// a=127.0.0.1:9999/127.0.0.1:10999@4,b=127.0.0.1:9998
+/// name=http_host:port[/grpc_host:port[/resp_host:port]][@cores],name=...
+/// a=127.0.0.1:9999/127.0.0.1:10999/127.0.0.1:11999@4,b=127.0.0.1:9998
 /// ```
 ///
 /// Entries are separated by commas (blanks around them are ignored, empty
 /// entries skipped); an entry without `/grpc_addr` gets the HTTP port +
 /// [`GRPC_PORT_OFFSET`] on the same host (`b` above: `127.0.0.1:10998`).
+/// The third address is the node's RESP port, told to clients by
+/// `NEXUS.OWNER`; without it (`b`) that is unknown (`http//resp` gives it
+/// with the derived gRPC address).
 /// `@cores` is the node's number of data cores (`--cores`), so this node
 /// can send each key's ops to its home core there; without it (`b`) the
 /// count is unknown and each core's connection targets its own id there,
@@ -622,6 +676,7 @@ mod tests {
             http_addr: format!("127.0.0.1:{port}"),
             grpc_addr: format!("127.0.0.1:{}", port + 1000),
             cores: 2,
+            resp_addr: None,
         }
     }
 
@@ -641,6 +696,60 @@ mod tests {
         assert!(text.contains(r#""name":"node-a""#), "{text}");
         assert!(text.contains(&format!(r#""version":"{}""#, env!("CARGO_PKG_VERSION"))));
         assert_eq!(decode(PREFIX, &key("node-a"), &json).expect("decodes"), a);
+    }
+
+    #[test]
+    fn records_carry_the_resp_address_and_old_records_still_parse() {
+        let mut a = member("node-a", 9000);
+        let old = encode(&a).expect("encodes");
+        assert!(
+            !std::str::from_utf8(&old).unwrap().contains("resp_addr"),
+            "a node without a RESP port writes the record older nodes wrote"
+        );
+        a.resp_addr = Some("127.0.0.1:11000".into());
+        let json = encode(&a).expect("encodes");
+        let text = std::str::from_utf8(&json).expect("utf-8");
+        assert!(text.contains(r#""resp_addr":"127.0.0.1:11000""#), "{text}");
+        assert_eq!(decode(PREFIX, &key("node-a"), &json).expect("decodes"), a);
+        // A record from before the field: the address is unknown.
+        let before =
+            br#"{"name":"b","http_addr":"h:80","grpc_addr":"h:81","cores":3,"version":"0.1.0"}"#;
+        assert_eq!(decode(PREFIX, &key("b"), before).unwrap().resp_addr, None);
+        let null =
+            br#"{"name":"b","http_addr":"h:80","grpc_addr":"h:81","cores":3,"resp_addr":null}"#;
+        assert_eq!(decode(PREFIX, &key("b"), null).unwrap().resp_addr, None);
+    }
+
+    #[test]
+    fn a_bad_resp_address_in_a_record_is_dropped_not_the_member() {
+        let long = format!("{}:1", "h".repeat(MAX_ADDR_BYTES));
+        for bad in ["nohost", "h:0", "::1:80", "h:1/x", "a b:1", long.as_str()] {
+            let value = serde_json::json!({
+                "name": "b", "http_addr": "h:80", "grpc_addr": "h:81", "cores": 3, "resp_addr": bad,
+            })
+            .to_string();
+            let b = decode(PREFIX, &key("b"), value.as_bytes()).expect(bad);
+            assert_eq!((b.http_addr.as_str(), b.resp_addr), ("h:80", None), "{bad}");
+        }
+        // Not a string at all: the record is malformed, as for any field.
+        let number =
+            br#"{"name":"b","http_addr":"h:80","grpc_addr":"h:81","cores":3,"resp_addr":7}"#;
+        assert!(matches!(
+            decode(PREFIX, &key("b"), number),
+            Err(RecordError::Json { .. })
+        ));
+        // The bound applies to the data-path addresses too.
+        let value = serde_json::json!({
+            "name": "b", "http_addr": long, "grpc_addr": "h:81", "cores": 3,
+        })
+        .to_string();
+        assert!(matches!(
+            decode(PREFIX, &key("b"), value.as_bytes()),
+            Err(RecordError::Addr {
+                field: "http_addr",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -867,18 +976,21 @@ mod tests {
                     http_addr: "127.0.0.1:9999".into(),
                     grpc_addr: "127.0.0.1:10999".into(),
                     cores: UNKNOWN_CORES,
+                    resp_addr: None,
                 },
                 Member {
                     name: "b".into(),
                     http_addr: "127.0.0.1:9998".into(),
                     grpc_addr: "127.0.0.1:10998".into(),
                     cores: UNKNOWN_CORES,
+                    resp_addr: None,
                 },
                 Member {
                     name: "c".into(),
                     http_addr: "[::1]:80".into(),
                     grpc_addr: "h:90".into(),
                     cores: UNKNOWN_CORES,
+                    resp_addr: None,
                 },
             ]
         );
@@ -894,6 +1006,45 @@ mod tests {
         );
         assert_eq!(parse_static_peers("").expect("empty is fine"), []);
         assert_eq!(parse_static_peers(" , ").expect("blank is fine"), []);
+    }
+
+    #[test]
+    fn static_peers_take_an_optional_resp_address_third() {
+        let peers = parse_static_peers(
+            "a=127.0.0.1:9999/127.0.0.1:10999/127.0.0.1:11999@4, \
+             b=127.0.0.1:9998//127.0.0.1:11998, c=127.0.0.1:9997/127.0.0.1:10997, \
+             d=[::1]:80/[::1]:81/ [::1]:82 ",
+        )
+        .expect("parses");
+        assert_eq!(
+            peers
+                .iter()
+                .map(|m| (m.grpc_addr.as_str(), m.resp_addr.as_deref(), m.cores))
+                .collect::<Vec<_>>(),
+            [
+                ("127.0.0.1:10999", Some("127.0.0.1:11999"), 4),
+                // An empty gRPC part is derived as without one.
+                ("127.0.0.1:10998", Some("127.0.0.1:11998"), UNKNOWN_CORES),
+                // Never derived: the node may serve no RESP port.
+                ("127.0.0.1:10997", None, UNKNOWN_CORES),
+                ("[::1]:81", Some("[::1]:82"), UNKNOWN_CORES),
+            ]
+        );
+        for (text, expected) in [
+            ("a=h:1/h:2/h", "resp address: expected host:port"),
+            ("a=h:1/h:2/h:0", "resp address"),
+            ("a=h:1/h:2/", "resp address"),
+            ("a=h:1/h:2/h:3/h:4", "more than three addresses"),
+        ] {
+            let message = parse_static_peers(text).expect_err(text).to_string();
+            assert!(message.contains(expected), "{text}: {message}");
+            assert!(message.contains("[/resp_host:port]"), "{message}");
+        }
+        let long = format!("a=h:1/h:2/{}:3", "h".repeat(MAX_ADDR_BYTES));
+        assert!(parse_static_peers(&long)
+            .expect_err("too long")
+            .to_string()
+            .contains("resp address"));
     }
 
     #[test]

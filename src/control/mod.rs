@@ -483,9 +483,12 @@ async fn run_static(
     }
 }
 
-/// Whether two descriptions of a peer point at the same node.
-fn same_addresses(a: &Member, b: &Member) -> bool {
-    a.http_addr == b.http_addr && a.grpc_addr == b.grpc_addr
+/// Whether a requested description of a peer points at the node already
+/// `known` (a request that leaves out the RESP address keeps the known one).
+fn same_addresses(known: &Member, requested: &Member) -> bool {
+    known.http_addr == requested.http_addr
+        && known.grpc_addr == requested.grpc_addr
+        && (requested.resp_addr.is_none() || requested.resp_addr == known.resp_addr)
 }
 
 /// `set_peer` in static mode (see [`ControlClient::set_peer`]).
@@ -556,6 +559,7 @@ mod tests {
             http_addr: format!("127.0.0.1:{port}"),
             grpc_addr: format!("127.0.0.1:{}", port + 1000),
             cores: 1,
+            resp_addr: None,
         }
     }
 

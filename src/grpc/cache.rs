@@ -42,15 +42,19 @@ pub enum Method {
     Mutate,
     /// `nexuscache.v1.Peer/Replicate`: node to node only.
     Replicate,
+    /// `nexuscache.v1.Peer/Stats`: node to node only (how many entries
+    /// the node holds, for a cluster-wide `DBSIZE`).
+    Stats,
 }
 
 impl Method {
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 6] = [
         Method::Get,
         Method::Set,
         Method::Delete,
         Method::Mutate,
         Method::Replicate,
+        Method::Stats,
     ];
 
     /// The method a request path names, `None` for anything else.
@@ -61,6 +65,7 @@ impl Method {
             "/nexuscache.v1.Cache/Delete" => Some(Method::Delete),
             "/nexuscache.v1.Cache/Mutate" => Some(Method::Mutate),
             "/nexuscache.v1.Peer/Replicate" => Some(Method::Replicate),
+            "/nexuscache.v1.Peer/Stats" => Some(Method::Stats),
             _ => None,
         }
     }
@@ -73,13 +78,14 @@ impl Method {
             Method::Delete => "/nexuscache.v1.Cache/Delete",
             Method::Mutate => "/nexuscache.v1.Cache/Mutate",
             Method::Replicate => "/nexuscache.v1.Peer/Replicate",
+            Method::Stats => "/nexuscache.v1.Peer/Stats",
         }
     }
 
     /// The service the method belongs to.
     pub fn service(self) -> &'static str {
         match self {
-            Method::Replicate => PEER_SERVICE,
+            Method::Replicate | Method::Stats => PEER_SERVICE,
             _ => SERVICE,
         }
     }
@@ -91,7 +97,15 @@ impl Method {
             Method::Delete => "Delete",
             Method::Mutate => "Mutate",
             Method::Replicate => "Replicate",
+            Method::Stats => "Stats",
         }
+    }
+
+    /// Whether only another node of the cluster may call it (the server
+    /// refuses it from its path, before reading the message, from a caller
+    /// without the cluster secret).
+    pub fn is_peer_only(self) -> bool {
+        self.service() == PEER_SERVICE
     }
 }
 
@@ -235,6 +249,16 @@ pub fn decode_request(
                 peer_flag: None,
             })
         }
+        Method::Stats => {
+            wire::StatsRequest::decode(message).map_err(malformed)?;
+            // One core's snapshot per op; the server asks every core and
+            // answers their sum ([`encode_stats_response`]).
+            Ok(CallRequest {
+                op: Op::Snapshot,
+                forwarded: true,
+                peer_flag: None,
+            })
+        }
     }
 }
 
@@ -272,7 +296,32 @@ pub fn encode_reply(method: Method, reply: Reply) -> Result<FramedMessage, ApiEr
             deleted: reply.into_deleted()?,
         }),
         Method::Mutate => framed(&super::mutate::encode_response(reply.into_mutated()?)),
+        Method::Stats => match reply.failure()? {
+            Reply::Snapshot(snapshot) => encode_stats_response(snapshot.0.items),
+            _ => {
+                return Err(ApiError::Internal(
+                    "the core answered a stats request with something other than a snapshot"
+                        .to_owned(),
+                ))
+            }
+        },
     })
+}
+
+/// Server side: a framed `StatsResponse` holding `items` (the node's sum
+/// over its cores).
+pub fn encode_stats_response(items: u64) -> FramedMessage {
+    framed(&wire::StatsResponse { items })
+}
+
+/// Client side: a framed (empty) `StatsRequest`.
+pub fn encode_stats_request() -> FramedMessage {
+    framed(&wire::StatsRequest {})
+}
+
+/// Client side: the entries the peer holds.
+pub fn decode_stats_response(message: Bytes) -> Result<u64, prost::DecodeError> {
+    wire::StatsResponse::decode(message).map(|r| r.items)
 }
 
 /// Client side: a framed `GetRequest`.
@@ -561,6 +610,24 @@ mod tests {
                 .to_bytes(),
             frame::encode(&proto::ReplicateResponse {})
         );
+    }
+
+    #[test]
+    fn stats_is_peer_only_and_round_trips_with_prost() {
+        assert!(Method::Stats.is_peer_only() && Method::Replicate.is_peer_only());
+        assert!(!Method::Get.is_peer_only() && !Method::Mutate.is_peer_only());
+        assert_eq!(Method::Stats.path(), "/nexuscache.v1.Peer/Stats");
+        let request =
+            decode_request(Method::Stats, body(&encode_stats_request()), &LIMITS).unwrap();
+        assert!(matches!(request.op, Op::Snapshot) && request.forwarded);
+        assert!(decode_request(Method::Stats, Bytes::from_static(b"\xff"), &LIMITS).is_err());
+        let framed = encode_stats_response(1_234_567);
+        assert_eq!(
+            proto::StatsResponse::decode(body(&framed)).unwrap(),
+            proto::StatsResponse { items: 1_234_567 }
+        );
+        assert_eq!(decode_stats_response(body(&framed)).unwrap(), 1_234_567);
+        assert!(encode_reply(Method::Stats, Reply::Stored).is_err());
     }
 
     fn put_framed() -> FramedMessage {

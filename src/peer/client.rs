@@ -215,7 +215,7 @@ fn time_limit(config: &PeerConfig, method: Method) -> Duration {
     match method {
         Method::Get => config.read_timeout,
         Method::Set | Method::Delete | Method::Mutate => config.write_timeout,
-        Method::Replicate => config.request_timeout,
+        Method::Replicate | Method::Stats => config.request_timeout,
     }
 }
 
@@ -349,6 +349,16 @@ impl PeerClient {
             .await?;
         cache::decode_replicate_response(message)
             .map_err(|e| self.protocol(format!("bad ReplicateResponse: {e}")))
+    }
+
+    /// How many entries the peer holds in its shards (the keys it owns, not
+    /// its hot copies): its share of a cluster-wide `DBSIZE`.
+    pub async fn stats(&self) -> Result<u64, PeerError> {
+        let message = self
+            .call(Method::Stats, cache::encode_stats_request())
+            .await?;
+        cache::decode_stats_response(message)
+            .map_err(|e| self.protocol(format!("bad StatsResponse: {e}")))
     }
 
     /// Runs a key op on the peer and answers as the owning core would have.

@@ -94,6 +94,27 @@ pub fn cluster_secret_header(secret: Option<&[u8]>) -> Option<HeaderValue> {
     Some(value)
 }
 
+impl PeerConfig {
+    /// How a node configured with `config` talks to its peers (the same
+    /// settings every core's pool is built with).
+    pub fn for_node(config: &crate::config::Config) -> PeerConfig {
+        let limits = crate::ops::Limits {
+            max_key_bytes: config.max_key_bytes,
+            max_value_bytes: config.max_value_bytes,
+        };
+        PeerConfig {
+            connect_timeout: config.peer_connect_timeout(),
+            request_timeout: config.peer_timeout(),
+            read_timeout: config.peer_read_timeout(),
+            // The owner may wait up to one peer timeout for replica updates.
+            write_timeout: config.peer_timeout() * 2,
+            reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
+            max_response_bytes: crate::grpc::cache::max_message_bytes(&limits),
+            cluster_secret: cluster_secret_header(config.credentials.outgoing_secret()),
+        }
+    }
+}
+
 impl Default for PeerConfig {
     fn default() -> PeerConfig {
         PeerConfig {

@@ -139,6 +139,7 @@ mod tests {
                 http_addr: format!("{name}:8080"),
                 grpc_addr: format!("{name}:9090"),
                 cores: 2,
+                resp_addr: None,
             })
             .collect();
         let ring = Ring::new(members, 50);

@@ -51,6 +51,11 @@ pub struct Member {
     pub grpc_addr: String,
     /// Number of data cores on that node.
     pub cores: u32,
+    /// Address serving the Redis protocol (RESP), when the node has one
+    /// and says so (`--peers ...//resp_addr`, the etcd record's
+    /// `resp_addr`); `None` when unknown. Informational: nothing in the
+    /// cluster connects to it, clients are told it (`NEXUS.OWNER`).
+    pub resp_addr: Option<String>,
 }
 
 /// Immutable ring snapshot; built once per membership change and shared
@@ -82,7 +87,7 @@ impl Ring {
     ///
     /// The result does not depend on the order of `members`. Entries that
     /// share a name collapse into one; if they differ in other fields, the
-    /// one that sorts first by `(http_addr, grpc_addr, cores)` is kept so the
+    /// one that sorts first by `(http_addr, grpc_addr, cores, resp_addr)` is kept so the
     /// choice is also order-independent. `vnodes == 0` is treated as 1,
     /// because a member without points could never own a key.
     pub fn new(mut members: Vec<Member>, vnodes: usize) -> Ring {
@@ -234,11 +239,12 @@ fn point_in_slice(hash: u64, slice: usize, slices: usize) -> u64 {
 /// Order used to sort members: by name, then by the remaining fields so that
 /// deduplication keeps the same entry whatever the input order.
 fn compare_members(a: &Member, b: &Member) -> Ordering {
-    (&a.name, &a.http_addr, &a.grpc_addr, a.cores).cmp(&(
+    (&a.name, &a.http_addr, &a.grpc_addr, a.cores, &a.resp_addr).cmp(&(
         &b.name,
         &b.http_addr,
         &b.grpc_addr,
         b.cores,
+        &b.resp_addr,
     ))
 }
 
@@ -254,6 +260,7 @@ mod tests {
             http_addr: format!("{name}:8080"),
             grpc_addr: format!("{name}:9090"),
             cores: 4,
+            resp_addr: None,
         }
     }
 

@@ -112,6 +112,7 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
         http_addr: config.advertised_http(),
         grpc_addr: config.advertised_grpc(),
         cores: config.cores() as u32,
+        resp_addr: config.advertised_resp(),
     };
     let board = RingBoard::new(control::initial_ring(&me, config.vnodes));
     let mut control_config = ControlConfig::new(me);
