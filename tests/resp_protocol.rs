@@ -494,20 +494,200 @@ fn set_expiries_follow_redis_within_the_three_day_limit() {
     std::thread::sleep(Duration::from_millis(350));
     assert_eq!(c.cmd(&["GET", "exp:px"]), Value::Nil);
     assert_eq!(c.cmd(&["GET", "exp:k"]), Value::Nil);
-    for (args, name) in [
-        (&["INCR", "n"][..], "incr"),
-        (&["SET", "n", "1", "NX"][..], "set nx"),
-        (&["GETDEL", "n"][..], "getdel"),
-        (&["EXPIRE", "n", "10"][..], "expire"),
-    ] {
-        assert_eq!(
-            c.cmd(args),
-            Value::Error(format!(
-                "ERR '{name}' is not available in this NexusCache version yet (it needs an \
-                 atomic operation on the key's owner)"
-            ))
-        );
+}
+
+/// Sends `args` and checks that the reply is exactly `want`, byte for byte.
+fn exact(c: &mut Client, args: &[&str], want: &[u8]) {
+    c.send(&encode_str(args));
+    let mut got = vec![0u8; want.len()];
+    std::io::Read::read_exact(&mut c.reader_mut(), &mut got)
+        .unwrap_or_else(|e| panic!("reply to {args:?}: {e}"));
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(want),
+        "reply to {args:?}"
+    );
+}
+
+/// An integer reply's value.
+fn int(c: &mut Client, args: &[&str]) -> i64 {
+    match c.cmd(args) {
+        Value::Int(n) => n,
+        other => panic!("{args:?} answered {other:?}"),
     }
+}
+
+/// The atomic commands' replies, as Redis 7.2 writes them, in RESP2 and
+/// RESP3: `SET ... GET` answers the old value or nil, a `SET NX|XX` whose
+/// condition fails answers nil, `SETNX` an integer, `INCR` Redis's error
+/// lines, `GETDEL`/`GETSET` the old value.
+#[test]
+fn atomic_string_commands_answer_redis_bytes() {
+    let _log = node().log_on_panic();
+    for (proto, nil) in [("2", &b"$-1\r\n"[..]), ("3", &b"_\r\n"[..])] {
+        let mut c = client();
+        let version: i64 = proto.parse().unwrap();
+        assert_eq!(
+            c.cmd(&["HELLO", proto]).field("proto"),
+            Some(&Value::Int(version))
+        );
+        let k = format!("atomic:{proto}");
+        let k = k.as_str();
+        let n = format!("atomic:{proto}:n");
+        let n = n.as_str();
+        exact(&mut c, &["DEL", k, n], b":0\r\n");
+        exact(&mut c, &["SET", k, "v1", "GET"], nil);
+        exact(&mut c, &["SET", k, "v2", "GET"], b"$2\r\nv1\r\n");
+        exact(&mut c, &["SET", k, "v3", "NX"], nil);
+        // NX fails, GET still answers the value, which stays.
+        exact(&mut c, &["SET", k, "v3", "NX", "GET"], b"$2\r\nv2\r\n");
+        exact(&mut c, &["GET", k], b"$2\r\nv2\r\n");
+        exact(&mut c, &["SET", k, "v3", "XX"], b"+OK\r\n");
+        exact(&mut c, &["SET", "atomic:none", "v", "XX"], nil);
+        exact(&mut c, &["SETNX", k, "x"], b":0\r\n");
+        exact(&mut c, &["SETNX", n, "41"], b":1\r\n");
+        exact(&mut c, &["GETSET", k, "v4"], b"$2\r\nv3\r\n");
+        exact(&mut c, &["INCR", n], b":42\r\n");
+        exact(&mut c, &["DECRBY", n, "50"], b":-8\r\n");
+        exact(&mut c, &["DECR", n], b":-9\r\n");
+        exact(&mut c, &["INCRBY", n, "9"], b":0\r\n");
+        exact(
+            &mut c,
+            &["INCR", k],
+            b"-ERR value is not an integer or out of range\r\n",
+        );
+        exact(
+            &mut c,
+            &["INCRBY", n, "1.5"],
+            b"-ERR value is not an integer or out of range\r\n",
+        );
+        exact(&mut c, &["SET", n, "9223372036854775806"], b"+OK\r\n");
+        exact(&mut c, &["INCR", n], b":9223372036854775807\r\n");
+        exact(
+            &mut c,
+            &["INCR", n],
+            b"-ERR increment or decrement would overflow\r\n",
+        );
+        exact(
+            &mut c,
+            &["DECRBY", n, "-9223372036854775808"],
+            b"-ERR decrement would overflow\r\n",
+        );
+        exact(&mut c, &["GET", n], b"$19\r\n9223372036854775807\r\n");
+        exact(&mut c, &["APPEND", n, "x"], b":20\r\n");
+        exact(&mut c, &["GETDEL", n], b"$20\r\n9223372036854775807x\r\n");
+        exact(&mut c, &["GETDEL", n], nil);
+        exact(&mut c, &["APPEND", n, "ab"], b":2\r\n");
+        exact(&mut c, &["GETEX", n], b"$2\r\nab\r\n");
+        exact(&mut c, &["GETEX", "atomic:none", "EX", "10"], nil);
+        exact(&mut c, &["DEL", k, n], b":2\r\n");
+        exact(&mut c, &["PING"], b"+PONG\r\n");
+    }
+}
+
+/// `EXPIRE` and its kin: 1 when the expiry changed, 0 when the key is
+/// missing or NX/XX/GT/LT did not hold (no expiry counts as infinite); a
+/// time at or before now deletes the key (1 if it existed); `PERSIST`;
+/// `GETEX` with an option; `SET KEEPTTL`; `APPEND` past the value limit.
+#[test]
+fn expire_conditions_and_persist_follow_redis_7() {
+    let _log = node().log_on_panic();
+    let mut c = client();
+    let k = "expire:k";
+    assert_eq!(c.cmd(&["SET", k, "v"]), Value::ok());
+    exact(&mut c, &["EXPIRE", "expire:none", "100"], b":0\r\n");
+    exact(&mut c, &["EXPIRE", k, "100", "XX"], b":0\r\n");
+    exact(&mut c, &["EXPIRE", k, "100", "GT"], b":0\r\n");
+    exact(&mut c, &["EXPIRE", k, "100", "NX"], b":1\r\n");
+    exact(&mut c, &["EXPIRE", k, "200", "NX"], b":0\r\n");
+    // Seconds get --ttl-jitter (10% here), so the margins are wide.
+    assert!((99..=110).contains(&int(&mut c, &["TTL", k])));
+    exact(&mut c, &["EXPIRE", k, "50", "GT"], b":0\r\n");
+    exact(&mut c, &["EXPIRE", k, "200", "XX", "GT"], b":1\r\n");
+    exact(&mut c, &["EXPIRE", k, "300", "LT"], b":0\r\n");
+    // Milliseconds are exact.
+    exact(&mut c, &["PEXPIRE", k, "150000", "LT"], b":1\r\n");
+    let pttl = int(&mut c, &["PTTL", k]);
+    assert!((140_000..=150_000).contains(&pttl), "PTTL {pttl}");
+    exact(&mut c, &["PERSIST", k], b":1\r\n");
+    exact(&mut c, &["PERSIST", k], b":0\r\n");
+    exact(&mut c, &["PERSIST", "expire:none"], b":0\r\n");
+    exact(&mut c, &["TTL", k], b":-1\r\n");
+    exact(&mut c, &["EXPIRE", k, "10", "XX", "LT"], b":0\r\n");
+    exact(&mut c, &["EXPIRE", k, "100", "LT"], b":1\r\n");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let at_ms = (now.as_millis() + 60_000).to_string();
+    exact(&mut c, &["PEXPIREAT", k, &at_ms], b":1\r\n");
+    let pttl = int(&mut c, &["PTTL", k]);
+    assert!((50_000..=60_000).contains(&pttl), "PTTL {pttl}");
+    let at = (now.as_secs() + 120).to_string();
+    exact(&mut c, &["EXPIREAT", k, &at, "GT"], b":1\r\n");
+    assert!((110..=132).contains(&int(&mut c, &["TTL", k])));
+    // NexusCache keeps entries at most three days.
+    exact(
+        &mut c,
+        &["EXPIRE", k, "259201"],
+        b"-ERR invalid expire time in 'expire' command\r\n",
+    );
+    exact(
+        &mut c,
+        &["EXPIRE", k, "9223372036854775807"],
+        b"-ERR invalid expire time in 'expire' command\r\n",
+    );
+    exact(
+        &mut c,
+        &["EXPIRE", k, "10", "NX", "XX"],
+        b"-ERR NX and XX, GT or LT options at the same time are not compatible\r\n",
+    );
+    exact(
+        &mut c,
+        &["EXPIRE", k, "10", "GT", "LT"],
+        b"-ERR GT and LT options at the same time are not compatible\r\n",
+    );
+    exact(
+        &mut c,
+        &["EXPIRE", k, "10", "SOON"],
+        b"-ERR Unsupported option SOON\r\n",
+    );
+    // GETEX: a plain read without an option, an expiry change with one.
+    exact(&mut c, &["GETEX", k, "PERSIST"], b"$1\r\nv\r\n");
+    exact(&mut c, &["TTL", k], b":-1\r\n");
+    exact(&mut c, &["GETEX", k, "PX", "80000"], b"$1\r\nv\r\n");
+    let pttl = int(&mut c, &["PTTL", k]);
+    assert!((70_000..=80_000).contains(&pttl), "PTTL {pttl}");
+    exact(
+        &mut c,
+        &["GETEX", k, "EX", "0"],
+        b"-ERR invalid expire time in 'getex' command\r\n",
+    );
+    exact(&mut c, &["GETEX", k, "EX", "100"], b"$1\r\nv\r\n");
+    // KEEPTTL keeps it; a plain SET clears it.
+    exact(&mut c, &["SET", k, "w", "KEEPTTL"], b"+OK\r\n");
+    assert!((99..=110).contains(&int(&mut c, &["TTL", k])));
+    exact(&mut c, &["SET", k, "v"], b"+OK\r\n");
+    exact(&mut c, &["TTL", k], b":-1\r\n");
+    // At or before now: the key goes, and the answer says it existed.
+    exact(&mut c, &["EXPIRE", k, "-1"], b":1\r\n");
+    exact(&mut c, &["EXISTS", k], b":0\r\n");
+    exact(&mut c, &["EXPIRE", k, "-1"], b":0\r\n");
+    assert_eq!(c.cmd(&["SET", k, "v"]), Value::ok());
+    exact(&mut c, &["PEXPIREAT", k, "1000"], b":1\r\n");
+    exact(&mut c, &["GET", k], b"$-1\r\n");
+    assert_eq!(c.cmd(&["SET", k, "v"]), Value::ok());
+    exact(&mut c, &["GETEX", k, "PXAT", "1000"], b"$1\r\nv\r\n");
+    exact(&mut c, &["EXISTS", k], b":0\r\n");
+    // APPEND past --max-value-bytes (1 MiB) is refused; the value stays.
+    let half = "x".repeat(600 * 1024);
+    exact(&mut c, &["APPEND", "expire:big", &half], b":614400\r\n");
+    exact(
+        &mut c,
+        &["APPEND", "expire:big", &half],
+        b"-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n",
+    );
+    exact(&mut c, &["STRLEN", "expire:big"], b":614400\r\n");
+    exact(&mut c, &["DEL", "expire:big"], b":1\r\n");
 }
 
 /// SIGTERM: idle RESP connections are closed, a command already sent is

@@ -228,7 +228,8 @@ pub enum ExpireCommand {
 }
 
 impl ExpireCommand {
-    fn name(self) -> &'static str {
+    /// The command's name as Redis's error lines give it.
+    pub fn name(self) -> &'static str {
         match self {
             ExpireCommand::Expire => "expire",
             ExpireCommand::PExpire => "pexpire",
@@ -237,8 +238,30 @@ impl ExpireCommand {
         }
     }
 
-    fn in_seconds(self) -> bool {
+    /// Whether the amount is in seconds (NexusCache's `--ttl-jitter`
+    /// applies only to those).
+    pub fn in_seconds(self) -> bool {
         matches!(self, ExpireCommand::Expire | ExpireCommand::ExpireAt)
+    }
+
+    /// The deadline `amount` names as a Unix time in milliseconds (at or
+    /// before now: delete the key), or Redis's error when adding the
+    /// current time overflows.
+    pub fn deadline_unix_ms(self, amount: i64, now_unix_ms: i64) -> Result<i64, CommandError> {
+        // Parsing checked that seconds fit in milliseconds.
+        let ms = if self.in_seconds() {
+            amount.saturating_mul(1000)
+        } else {
+            amount
+        };
+        if self.relative() {
+            ms.checked_add(now_unix_ms)
+                .ok_or(CommandError::InvalidExpireTime {
+                    command: self.name(),
+                })
+        } else {
+            Ok(ms)
+        }
     }
 
     fn relative(self) -> bool {
@@ -736,20 +759,7 @@ impl Command {
         else {
             return None;
         };
-        let invalid = CommandError::InvalidExpireTime {
-            command: command.name(),
-        };
-        // Parsing checked that seconds fit in milliseconds.
-        let ms = if command.in_seconds() {
-            amount.saturating_mul(1000)
-        } else {
-            *amount
-        };
-        Some(if command.relative() {
-            ms.checked_add(now_unix_ms).ok_or(invalid)
-        } else {
-            Ok(ms)
-        })
+        Some(command.deadline_unix_ms(*amount, now_unix_ms))
     }
 
     /// The canonical request for this command: parsing it gives back an
