@@ -12,8 +12,8 @@ use std::sync::{Barrier, OnceLock};
 use std::time::Duration;
 
 use cluster_common::{
-    grpc_client, keys_owned_by, start_static_nodes_with, value_body, wait_for, Client, ClusterNode,
-    CLIENT_TIMEOUT,
+    grpc_client, keys_owned_by, peer_requests_op, start_static_nodes_with, value_body, wait_for,
+    Client, ClusterNode, CLIENT_TIMEOUT,
 };
 use common::{assert_error, form, Conn, Node, Response};
 use nexuscache::proto::GetRequest;
@@ -390,6 +390,15 @@ fn incr_append_getdel_and_expire_through_non_owners() {
         "node a counted {} mutate requests answered 200",
         after - before
     );
+    // The counter (b's) and the log (c's) went through a: a forwarded them.
+    let m = a.metrics();
+    for owner in ["b", "c"] {
+        let forwarded = peer_requests_op(&m, owner, "mutate", "ok");
+        assert!(
+            forwarded >= 2.0,
+            "a forwarded {forwarded} mutations to {owner}"
+        );
+    }
 }
 
 #[test]
