@@ -136,7 +136,7 @@ pub struct ServeArgs {
     /// etcd endpoints for discovery, comma-separated host:port [default: none].
     #[arg(long, env = "NEXUSCACHE_ETCD", value_name = "HOST:PORT,...")]
     pub etcd: Option<String>,
-    /// Static membership when etcd is not used: name=http_host:port[/grpc_host:port][@cores],...
+    /// Static membership when etcd is not used: name=http_host:port[/grpc_host:port[/resp_host:port]][@cores],...
     #[arg(long, env = "NEXUSCACHE_PEERS", value_name = "LIST")]
     pub peers: Option<String>,
     /// Virtual nodes per member on the consistent-hash ring [default: 50].

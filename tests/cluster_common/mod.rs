@@ -135,6 +135,22 @@ impl ClusterNode {
         format!("127.0.0.1:{}", self.grpc_port)
     }
 
+    /// The RESP port: the default, HTTP port + 2000 (the harness never
+    /// gives `--resp-port` unless a test's extra flags do).
+    pub fn resp_port(&self) -> u16 {
+        self.http_port + 2000
+    }
+
+    pub fn resp_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.resp_port())
+    }
+
+    /// `name=127.0.0.1:<http>/127.0.0.1:<grpc>/127.0.0.1:<resp>`: a
+    /// `--peers` entry that also tells the node's RESP address.
+    pub fn peer_entry_with_resp(&self) -> String {
+        format!("{}/{}", self.peer_entry(), self.resp_addr())
+    }
+
     /// `http://127.0.0.1:G`, for tonic.
     pub fn grpc_uri(&self) -> String {
         format!("http://127.0.0.1:{}", self.grpc_port)
@@ -940,7 +956,9 @@ pub fn start_static_nodes_with_cores(names: &[&str], extra: &[&str]) -> Vec<Clus
     start_static_nodes_listed(names, extra, |node| format!("{}@2", node.peer_entry()))
 }
 
-fn start_static_nodes_listed(
+/// Static nodes whose `--peers` entries are `entry(node)` for every other
+/// node (see [`start_static_nodes_with`]).
+pub fn start_static_nodes_listed(
     names: &[&str],
     extra: &[&str],
     entry: impl Fn(&ClusterNode) -> String,
