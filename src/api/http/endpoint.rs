@@ -14,7 +14,7 @@ use crate::ops::Limits;
 pub enum Endpoint {
     /// `GET /api/get?key=K`
     SeedGet,
-    /// `POST /api/set` (form: key, value, expire, hot)
+    /// `POST /api/set` (form: key, value, expire | ttl | ttl_ms, hot, if, get, keepttl)
     SeedSet,
     /// `POST /api/delete` (form: key)
     SeedDelete,
