@@ -13,8 +13,8 @@ mod resp_common;
 use std::time::{Duration, Instant};
 
 use cluster_common::{
-    start_etcd_nodes, start_static_nodes_listed, test_cluster_secret, wait_ring_members,
-    ClusterNode, MEMBERSHIP_DEADLINE, PEER_BOUND,
+    start_etcd_nodes_with, start_static_nodes_listed, test_cluster_secret, wait_for,
+    wait_ring_members, ClusterNode, MEMBERSHIP_DEADLINE, PEER_BOUND,
 };
 use etcd_common::Etcd;
 use grpc_common::runtime;
@@ -178,6 +178,38 @@ fn dbsize_is_the_whole_clusters_count_without_hot_copies() {
         "every node owns some of the keys: {per_node:?}"
     );
 
+    // c freezes: the others answer within the peer timeouts with what the
+    // members that answered hold (an integer, as clients expect).
+    nodes[2].signal("STOP");
+    for node in &nodes[..2] {
+        let started = Instant::now();
+        let size = db_size(node);
+        let took = started.elapsed();
+        nodes[2].signal("CONT");
+        assert_eq!(
+            size,
+            total - per_node[2] as i64,
+            "DBSIZE through {} with c frozen",
+            node.name
+        );
+        assert!(
+            took < PEER_BOUND,
+            "DBSIZE with a member frozen took {took:?}"
+        );
+        nodes[2].signal("STOP");
+    }
+    nodes[2].signal("CONT");
+    // Once thawed, c counts again (after at most the reconnect back-off, if
+    // the timed-out connection failed its liveness PING meanwhile).
+    wait_for(
+        "DBSIZE through a counts c again",
+        Duration::from_secs(5),
+        || match db_size(&nodes[0]) {
+            n if n == total => Ok(()),
+            n => Err(format!("DBSIZE {n}, expected {total}")),
+        },
+    );
+
     // c dies: the survivors answer at once with what they hold.
     nodes[2].kill9();
     for node in &nodes[..2] {
@@ -237,7 +269,9 @@ fn nexus_owner_gives_every_members_resp_address() {
 #[test]
 fn etcd_records_carry_the_resp_address() {
     let etcd = Etcd::start();
-    let nodes = start_etcd_nodes(&["a", "b"], &etcd.endpoint(), 5);
+    // One core each: the ring-members gauge waited for is then every
+    // core's view.
+    let nodes = start_etcd_nodes_with(&["a", "b"], &etcd.endpoint(), 5, &["--cores", "1"]);
     let refs: Vec<&ClusterNode> = nodes.iter().collect();
     wait_ring_members(&refs, 2, MEMBERSHIP_DEADLINE);
     let mut c = resp(&nodes[0]);

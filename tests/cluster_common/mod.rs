@@ -388,6 +388,18 @@ impl ClusterNode {
 /// Spawns etcd-discovered nodes together, then waits for each; a node whose
 /// port was taken meanwhile is retried on new ports.
 pub fn start_etcd_nodes(names: &[&str], endpoint: &str, lease_ttl: u64) -> Vec<ClusterNode> {
+    start_etcd_nodes_with(names, endpoint, lease_ttl, &[])
+}
+
+/// [`start_etcd_nodes`] with `extra` flags on every node. (`--cores 1`
+/// makes [`wait_ring_members`] exact: it reads core 0's gauge, and another
+/// core adopts a ring change up to one housekeeping tick later.)
+pub fn start_etcd_nodes_with(
+    names: &[&str],
+    endpoint: &str,
+    lease_ttl: u64,
+    extra: &[&str],
+) -> Vec<ClusterNode> {
     let discovery = Discovery::Etcd {
         endpoint: endpoint.to_string(),
         lease_ttl,
@@ -398,10 +410,10 @@ pub fn start_etcd_nodes(names: &[&str], endpoint: &str, lease_ttl: u64) -> Vec<C
         .collect();
     // Spawn all first so they start up side by side.
     for node in &mut nodes {
-        node.spawn();
+        node.spawn_with(extra);
     }
     for node in &mut nodes {
-        node.start();
+        node.start_with(extra);
     }
     nodes
 }
