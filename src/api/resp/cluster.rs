@@ -160,3 +160,78 @@ pub(super) fn write_owner(core: &Core, out: &mut Vec<u8>, protocol: Protocol, ke
         w.null();
     }
 }
+
+/// The `INFO cluster` lines naming each ring member, in ring order:
+/// `nexuscache_member<i>:name=<n>,http=<addr>,grpc=<addr>,resp=<addr>,cores=<n>,self=<0|1>`
+/// (`resp=` empty when unknown, `cores=0` when unknown). For
+/// `commands.rs::info_text` (not wired there yet: that file is not this
+/// module's).
+#[allow(dead_code)] // until `info_text` calls it (see the doc above)
+pub(super) fn info_members(core: &Core) -> String {
+    let view = core.ring_view();
+    member_lines(
+        view.ring.members(),
+        &core.config.node_name,
+        core.config.advertised_resp(),
+    )
+}
+
+/// [`info_members`] for `members`, of which `me` is this node (whose RESP
+/// address is `my_resp`, from its own configuration).
+fn member_lines(members: &[Member], me: &str, my_resp: Option<String>) -> String {
+    use std::fmt::Write;
+    let mut text = String::new();
+    for (i, member) in members.iter().enumerate() {
+        let is_me = &*member.name == me;
+        let resp = if is_me {
+            my_resp.clone()
+        } else {
+            member.resp_addr.clone()
+        };
+        let _ = write!(
+            text,
+            "nexuscache_member{i}:name={},http={},grpc={},resp={},cores={},self={}\r\n",
+            member.name,
+            member.http_addr,
+            member.grpc_addr,
+            resp.as_deref().unwrap_or(""),
+            member.cores,
+            u8::from(is_me),
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, port: u16, resp: Option<&str>) -> Member {
+        Member {
+            name: name.into(),
+            http_addr: format!("10.0.0.1:{port}"),
+            grpc_addr: format!("10.0.0.1:{}", port + 1000),
+            cores: 2,
+            resp_addr: resp.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn info_names_every_member_with_its_addresses() {
+        let members = [
+            member("a", 9999, None),
+            member("b", 9998, Some("10.0.0.1:11998")),
+            member("c", 9997, None),
+        ];
+        let text = member_lines(&members, "a", Some("10.0.0.1:11999".into()));
+        assert_eq!(
+            text,
+            "nexuscache_member0:name=a,http=10.0.0.1:9999,grpc=10.0.0.1:10999,\
+             resp=10.0.0.1:11999,cores=2,self=1\r\n\
+             nexuscache_member1:name=b,http=10.0.0.1:9998,grpc=10.0.0.1:10998,\
+             resp=10.0.0.1:11998,cores=2,self=0\r\n\
+             nexuscache_member2:name=c,http=10.0.0.1:9997,grpc=10.0.0.1:10997,\
+             resp=,cores=2,self=0\r\n"
+        );
+    }
+}
