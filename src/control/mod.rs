@@ -491,6 +491,14 @@ fn same_addresses(known: &Member, requested: &Member) -> bool {
         && (requested.resp_addr.is_none() || requested.resp_addr == known.resp_addr)
 }
 
+/// `http/grpc[/resp]`, as `--peers` writes a member's addresses.
+fn addresses(member: &Member) -> String {
+    match &member.resp_addr {
+        Some(resp) => format!("{}/{}/{resp}", member.http_addr, member.grpc_addr),
+        None => format!("{}/{}", member.http_addr, member.grpc_addr),
+    }
+}
+
 /// `set_peer` in static mode (see [`ControlClient::set_peer`]).
 fn static_set_peer(
     members: &mut Membership,
@@ -514,8 +522,9 @@ fn static_set_peer(
             return Err(ControlError::AddrChangeForbidden {
                 name: name.to_owned(),
                 what: format!(
-                    "peer {name:?} is at {}/{}; moving it to {}/{} is not allowed",
-                    known.http_addr, known.grpc_addr, requested.http_addr, requested.grpc_addr
+                    "peer {name:?} is at {}; moving it to {} is not allowed",
+                    addresses(known),
+                    addresses(&requested)
                 ),
             })
         }
@@ -658,6 +667,19 @@ mod tests {
             .iter()
             .map(|m| m.name.to_string())
             .collect()
+    }
+
+    #[test]
+    fn a_request_without_a_resp_address_keeps_the_known_one() {
+        let mut known = member("b", 2);
+        known.resp_addr = Some("127.0.0.1:2002".into());
+        let mut requested = member("b", 2);
+        assert!(same_addresses(&known, &requested), "no RESP address given");
+        requested.resp_addr = known.resp_addr.clone();
+        assert!(same_addresses(&known, &requested));
+        requested.resp_addr = Some("127.0.0.1:3003".into());
+        assert!(!same_addresses(&known, &requested), "a RESP move is a move");
+        assert!(!same_addresses(&known, &member("b", 3)));
     }
 
     #[test]
