@@ -34,7 +34,7 @@ use crate::metrics::{CopyKind, CoreMetrics, CoreSnapshot, OpKind, PeerOutcome};
 use crate::mutation::Mutation;
 use crate::ops::{DeleteAnswer, GetAnswer, Limits, MutateAnswer, Op, Reply, Scope, StoreAnswer};
 use crate::origin::OriginClient;
-use crate::peer::{PeerConfig, PeerError, PeerPool, DEFAULT_RECONNECT_BACKOFF};
+use crate::peer::{PeerConfig, PeerError, PeerPool};
 use crate::routing::{core_of, NodeId, Ring};
 use crate::runtime::lifecycle::Lifecycle;
 use crate::store::ShardStats;
@@ -168,18 +168,7 @@ impl Core {
             max_key_bytes: config.max_key_bytes,
             max_value_bytes: config.max_value_bytes,
         };
-        let peers = PeerPool::new(PeerConfig {
-            connect_timeout: config.peer_connect_timeout(),
-            request_timeout: config.peer_timeout(),
-            read_timeout: config.peer_read_timeout(),
-            // The owner may wait up to one peer timeout for replica updates.
-            write_timeout: config.peer_timeout() * 2,
-            reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
-            max_response_bytes: crate::grpc::cache::max_message_bytes(&limits),
-            cluster_secret: crate::peer::cluster_secret_header(
-                config.credentials.outgoing_secret(),
-            ),
-        });
+        let peers = PeerPool::new(PeerConfig::for_node(&config));
         let (version, ring) = board.current();
         let flush_epoch = board.flush_epoch();
         let view = RingView::new(version, ring, &config.node_name);
@@ -468,6 +457,33 @@ impl Core {
         self.metrics
             .record_peer_request(peer, op_kind, outcome, started.elapsed());
         result
+    }
+
+    /// How many entries every other ring member's shards hold, asked
+    /// concurrently over this core's peer connections (`Peer/Stats`, each
+    /// bounded by the peer timeouts); a member that does not answer comes
+    /// back with why.
+    pub async fn member_item_counts(&self) -> Vec<(NodeId, Result<u64, String>)> {
+        let view = self.ring_view();
+        let asks: Vec<_> = (0..view.names.len())
+            .filter(|&i| Some(i) != view.me)
+            .map(|i| {
+                let name = view.names[i].clone();
+                let client = view.grpc_addrs[i].map(|addr| self.peers.client(addr));
+                glommio::spawn_local(async move {
+                    let answer = match client {
+                        Some(client) => client.stats().await.map_err(|e| e.to_string()),
+                        None => Err("its gRPC address does not resolve".to_owned()),
+                    };
+                    (name, answer)
+                })
+            })
+            .collect();
+        let mut counts = Vec::with_capacity(asks.len());
+        for ask in asks {
+            counts.push(ask.await);
+        }
+        counts
     }
 
     /// Adopt the newest ring snapshot if the control thread published one,

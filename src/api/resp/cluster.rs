@@ -1,13 +1,11 @@
 //! The commands that speak about the whole cluster rather than one key:
 //! `DBSIZE` and `NEXUS.OWNER`.
 
-use std::cell::{Cell, RefCell};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use crate::peer::{PeerClient, PeerConfig, PeerPool};
 use crate::resp::{Protocol, ReplyWriter};
 use crate::routing::Member;
 use crate::runtime::core::Core;
@@ -18,12 +16,6 @@ use crate::runtime::core::Core;
 const UNANSWERED_WARN_EVERY: Duration = Duration::from_secs(10);
 
 thread_local! {
-    /// This core's connections for `Peer/Stats`, made on the first
-    /// `DBSIZE` (a core is one thread). Apart from the core's forwarding
-    /// pool, which this module cannot reach.
-    static STATS_PEERS: RefCell<Option<PeerPool>> = const { RefCell::new(None) };
-    /// Each member's resolved gRPC address, for one ring version.
-    static RESOLVED: RefCell<(u64, Vec<Option<SocketAddr>>)> = const { RefCell::new((u64::MAX, Vec::new())) };
     static LAST_WARNED: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
@@ -37,42 +29,12 @@ thread_local! {
 /// Redis clients expect an integer, and the keys of a node that cannot be
 /// reached cannot be read through this node either.
 pub(super) async fn db_size(core: &Core) -> u64 {
-    let view = core.ring_view();
-    let addrs = resolved(view.version, view.ring.members());
-    let me = &*core.config.node_name;
-    let targets: Vec<(String, Option<PeerClient>)> = STATS_PEERS.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let pool = slot.get_or_insert_with(|| {
-            let pool = PeerPool::new(PeerConfig::for_node(&core.config));
-            pool.set_local_core(core.id);
-            pool
-        });
-        // Members that left take their connections with them.
-        pool.retain(|addr| addrs.contains(&Some(*addr)));
-        view.ring
-            .members()
-            .iter()
-            .zip(&addrs)
-            .filter(|(member, _)| &*member.name != me)
-            .map(|(member, addr)| (member.name.to_string(), addr.map(|a| pool.client(a))))
-            .collect()
-    });
-    let asks: Vec<_> = targets
-        .into_iter()
-        .map(|(name, client)| {
-            glommio::spawn_local(async move {
-                let answer = match client {
-                    Some(client) => client.stats().await.map_err(|e| e.to_string()),
-                    None => Err("its gRPC address does not resolve".to_owned()),
-                };
-                (name, answer)
-            })
-        })
-        .collect();
-    let mut total: u64 = core.snapshot_all().await.iter().map(|(s, _)| s.items).sum();
+    let (own, others) =
+        futures_lite::future::zip(core.snapshot_all(), core.member_item_counts()).await;
+    let mut total: u64 = own.iter().map(|(s, _)| s.items).sum();
     let mut unanswered = Vec::new();
-    for ask in asks {
-        match ask.await {
+    for answer in others {
+        match answer {
             (_, Ok(items)) => total = total.saturating_add(items),
             (name, Err(reason)) => unanswered.push(format!("{name}: {reason}")),
         }
@@ -95,29 +57,6 @@ fn should_warn(now: Instant) -> bool {
             last.set(Some(now));
             true
         }
-    })
-}
-
-/// The gRPC address of each of `members`, resolved once per ring version
-/// (a host name costs a lookup; the ring changes rarely).
-fn resolved(version: u64, members: &[Member]) -> Vec<Option<SocketAddr>> {
-    RESOLVED.with(|cell| {
-        let mut cache = cell.borrow_mut();
-        if cache.0 != version || cache.1.len() != members.len() {
-            let addrs = members
-                .iter()
-                .map(|m| match m.grpc_addr.parse::<SocketAddr>() {
-                    Ok(addr) => Some(addr),
-                    Err(_) => m
-                        .grpc_addr
-                        .to_socket_addrs()
-                        .ok()
-                        .and_then(|mut a| a.next()),
-                })
-                .collect();
-            *cache = (version, addrs);
-        }
-        cache.1.clone()
     })
 }
 
