@@ -180,7 +180,7 @@ fn dbsize_is_the_whole_clusters_count_without_hot_copies() {
 
     // c freezes: the others answer within the peer timeouts with what the
     // members that answered hold (an integer, as clients expect).
-    nodes[2].signal("STOP");
+    nodes[2].freeze();
     for node in &nodes[..2] {
         let started = Instant::now();
         let size = db_size(node);
@@ -196,7 +196,7 @@ fn dbsize_is_the_whole_clusters_count_without_hot_copies() {
             took < PEER_BOUND,
             "DBSIZE with a member frozen took {took:?}"
         );
-        nodes[2].signal("STOP");
+        nodes[2].freeze();
     }
     nodes[2].signal("CONT");
     // Once thawed, c counts again (after at most the reconnect back-off, if

@@ -268,6 +268,41 @@ impl ClusterNode {
         self.node.as_ref().expect("node is running").signal(sig);
     }
 
+    /// SIGSTOP, then wait until every thread is stopped: `kill` returns
+    /// once the signal is queued, and a thread that was running stops only
+    /// when it next enters the kernel, so a request sent at once could
+    /// still be answered.
+    pub fn freeze(&self) {
+        let node = self.node.as_ref().expect("node is running");
+        node.signal("STOP");
+        let pid = node.pid();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|tasks| {
+                    tasks.flatten().all(|task| {
+                        std::fs::read_to_string(task.path().join("stat"))
+                            .ok()
+                            .and_then(|stat| {
+                                let (_, rest) = stat.rsplit_once(") ")?;
+                                rest.split(' ').next().map(|s| s == "T" || s == "t")
+                            })
+                            .unwrap_or(true)
+                    })
+                })
+                .unwrap_or(true);
+            if stopped {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {} (pid {pid}) not stopped 5 s after SIGSTOP",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// SIGKILL by PID (no lease revoke, no drain), then reap it.
     pub fn kill9(&mut self) {
         let mut node = self.node.take().expect("node is running");

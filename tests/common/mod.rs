@@ -5,14 +5,16 @@
 //! byte-oriented so tests can send malformed, pipelined or partial requests.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod ports;
+
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nexuscache");
@@ -33,24 +35,7 @@ const WATCHDOG: &str = "read _unused; kill -9 \"$1\" 2>/dev/null; exit 0";
 // Ports and temp files
 // ---------------------------------------------------------------------------
 
-fn handed_out() -> &'static Mutex<HashSet<u16>> {
-    static PORTS: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    PORTS.get_or_init(|| Mutex::new(HashSet::new()))
-}
-
-/// A loopback port that was free a moment ago and that this test process
-/// has not handed out before (the server binds with SO_REUSEPORT, so two
-/// nodes on one port would silently share traffic instead of failing).
-pub fn free_port() -> u16 {
-    loop {
-        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-        let port = l.local_addr().unwrap().port();
-        drop(l);
-        if handed_out().lock().unwrap().insert(port) {
-            return port;
-        }
-    }
-}
+pub use ports::free_port;
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 

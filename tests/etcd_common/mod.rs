@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,10 +22,12 @@ const WATCHDOG: &str = "read _unused; kill -9 \"$1\" 2>/dev/null; exit 0";
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
-}
+// The same reservations as `common` (a test crate may include both; the
+// file locks keep them unique either way).
+#[allow(clippy::duplicate_mod)]
+#[path = "../common/ports.rs"]
+mod ports;
+use ports::free_port;
 
 /// One single-member etcd cluster.
 pub struct Etcd {
