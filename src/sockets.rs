@@ -46,13 +46,20 @@ pub fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 /// ring write that makes progress moves `deadline` an idle timeout on, so
 /// a client that reads slowly is served while one that stops reading is
 /// closed by the core's reaper (its shutdown(2) fails the blocked write).
+///
+/// `Ok(true)` when the one direct send took it all (the write did not
+/// wait: a clock read just before it is still current), `Ok(false)` when
+/// the ring carried the rest.
 pub async fn write_out<S: AsyncWrite + AsRawFd + Unpin>(
     stream: &mut S,
     out: &[u8],
     deadline: &Cell<Option<Instant>>,
     idle_timeout: Duration,
-) -> io::Result<()> {
+) -> io::Result<bool> {
     let mut written = send_now(stream.as_raw_fd(), out)?;
+    if written == out.len() {
+        return Ok(true);
+    }
     while written < out.len() {
         deadline.set(Some(Instant::now() + idle_timeout));
         let n = stream.write(&out[written..]).await?;
@@ -61,7 +68,7 @@ pub async fn write_out<S: AsyncWrite + AsRawFd + Unpin>(
         }
         written += n;
     }
-    Ok(())
+    Ok(false)
 }
 
 /// A stream whose writes try [`send_now`] first and use the stream's own
@@ -169,5 +176,62 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(failed, "a send to a closed peer must fail");
+    }
+
+    /// A blocking socket seen as an async writer: its writes stand in for
+    /// the ring's.
+    struct BlockingWriter(TcpStream);
+
+    impl AsRawFd for BlockingWriter {
+        fn as_raw_fd(&self) -> RawFd {
+            self.0.as_raw_fd()
+        }
+    }
+
+    impl AsyncWrite for BlockingWriter {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(std::io::Write::write(&mut self.0, buf))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn write_out_says_whether_the_direct_send_took_everything() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let mut writer = BlockingWriter(client);
+        let deadline = Cell::new(None);
+        let idle = Duration::from_secs(5);
+        let small =
+            futures_lite::future::block_on(write_out(&mut writer, b"+OK\r\n", &deadline, idle));
+        assert!(small.unwrap(), "a short reply leaves in one direct send");
+        assert_eq!(deadline.get(), None, "no ring write, no deadline moved");
+        let mut got = [0u8; 5];
+        server.read_exact(&mut got).unwrap();
+        // More than the socket buffers hold: the rest goes the slow way
+        // while a reader drains the other end.
+        let big = vec![b'x'; 32 << 20];
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            server.read_to_end(&mut all).unwrap();
+            all.len()
+        });
+        let result = futures_lite::future::block_on(write_out(&mut writer, &big, &deadline, idle));
+        assert!(!result.unwrap(), "a write that waited is reported");
+        assert!(deadline.get().is_some(), "the slow path moves the deadline");
+        drop(writer);
+        assert_eq!(reader.join().unwrap(), big.len());
     }
 }
