@@ -102,10 +102,7 @@ pub(super) fn write_owner(core: &Core, out: &mut Vec<u8>, protocol: Protocol, ke
 
 /// The `INFO cluster` lines naming each ring member, in ring order:
 /// `nexuscache_member<i>:name=<n>,http=<addr>,grpc=<addr>,resp=<addr>,cores=<n>,self=<0|1>`
-/// (`resp=` empty when unknown, `cores=0` when unknown). For
-/// `commands.rs::info_text` (not wired there yet: that file is not this
-/// module's).
-#[allow(dead_code)] // until `info_text` calls it (see the doc above)
+/// (`resp=` empty when unknown, `cores=0` when unknown), for `INFO cluster`.
 pub(super) fn info_members(core: &Core) -> String {
     let view = core.ring_view();
     member_lines(

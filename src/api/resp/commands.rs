@@ -1113,6 +1113,7 @@ async fn info_text(core: &Core, sections: &[Bytes]) -> String {
                     view.ring.len(),
                     view.version,
                 );
+                text.push_str(&cluster::info_members(core));
             }
         }
     }
