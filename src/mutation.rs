@@ -17,11 +17,29 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::ops::Hit;
-use crate::store::TtlJitter;
+use crate::store::{Found, TtlJitter};
 
 /// Longest decimal form of an i64 (`-9223372036854775808`).
 const MAX_INTEGER_DIGITS: usize = 20;
+
+/// The key's live entry as the owner holds it: what a mutation decides on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub value: Bytes,
+    pub hot: bool,
+    /// `None`: never expires.
+    pub expires_at: Option<Instant>,
+}
+
+impl From<Found> for Entry {
+    fn from(found: Found) -> Entry {
+        Entry {
+            value: found.value,
+            hot: found.hot,
+            expires_at: found.expires_at,
+        }
+    }
+}
 
 /// When a written entry expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +211,11 @@ impl Mutation {
 
     /// Decide what this mutation does to `current` (the key's live entry,
     /// if any).
-    pub fn apply(&self, current: Option<&Hit>, cx: &mut Context<'_>) -> Result<Decision, Refusal> {
+    pub fn apply(
+        &self,
+        current: Option<&Entry>,
+        cx: &mut Context<'_>,
+    ) -> Result<Decision, Refusal> {
         match self {
             Mutation::Set {
                 value,
@@ -294,7 +316,7 @@ impl Mutation {
 }
 
 fn expire(
-    current: Option<&Hit>,
+    current: Option<&Entry>,
     lifetime: Lifetime,
     condition: ExpireIf,
     cx: &mut Context<'_>,
@@ -380,7 +402,7 @@ mod tests {
             }
         }
 
-        fn apply(&mut self, m: &Mutation, current: Option<&Hit>) -> Result<Decision, Refusal> {
+        fn apply(&mut self, m: &Mutation, current: Option<&Entry>) -> Result<Decision, Refusal> {
             let mut cx = Context {
                 now: self.now,
                 jitter: &self.jitter,
@@ -395,8 +417,8 @@ mod tests {
         Clock::new(TtlJitter::new(0.0, Duration::ZERO))
     }
 
-    fn hit(value: &'static str, expires_at: Option<Instant>, hot: bool) -> Hit {
-        Hit {
+    fn hit(value: &'static str, expires_at: Option<Instant>, hot: bool) -> Entry {
+        Entry {
             value: Bytes::from_static(value.as_bytes()),
             hot,
             expires_at,

@@ -9,7 +9,7 @@ use super::{
     AutoHot, Counters, Effect, LoadId, OriginLoad, PeerLoad, RingFacts, Settings, TargetOutcome,
     Token, AUTO_HOT_TRACKED_KEYS,
 };
-use crate::mutation::{self, Change, Mutation};
+use crate::mutation::{self, Change, Entry, Mutation};
 use crate::ops::{Hit, Op, ReplicaUpdate, Reply, Scope};
 use crate::routing::NodeId;
 use crate::store::{Copies, Shard, ShardStats};
@@ -274,9 +274,9 @@ impl Engine {
         out: &mut Vec<Effect>,
     ) -> Option<Reply> {
         // As a read sees it: the entry, or the previous owner's pushed copy.
-        let current = self.shard.peek(&key, now).map(Hit::from).or_else(|| {
+        let current = self.shard.peek(&key, now).map(Entry::from).or_else(|| {
             (self.hot_enabled() && self.hot.contains(&key, now))
-                .then(|| self.hot.peek(&key, now).map(Hit::from))
+                .then(|| self.hot.peek(&key, now).map(Entry::from))
                 .flatten()
         });
         let mut cx = mutation::Context {
