@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nexuscache::api::http::endpoint::{self, Endpoint};
+use nexuscache::api::http::form;
 use nexuscache::api::http::parse::{self, BodyFraming, RequestHead};
 use nexuscache::api::http::route::{self, Command};
 use nexuscache::chunked;
@@ -295,7 +296,7 @@ pub fn form_query(data: &[u8]) {
     }
 
     for plus_is_space in [false, true] {
-        if let Ok(decoded) = route::percent_decode(data, plus_is_space) {
+        if let Ok(decoded) = form::percent_decode(data, plus_is_space) {
             assert!(decoded.len() <= data.len());
             let escapes = data.contains(&b'%') || (plus_is_space && data.contains(&b'+'));
             if !escapes {
@@ -308,7 +309,7 @@ pub fn form_query(data: &[u8]) {
         .iter()
         .flat_map(|b| format!("%{b:02X}").into_bytes())
         .collect();
-    assert_eq!(route::percent_decode(&escaped, true).as_deref(), Ok(data));
+    assert_eq!(form::percent_decode(&escaped, true).as_deref(), Ok(data));
 }
 
 /// Makes `raw` usable as a request target (httparse refuses controls,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::route::{parse_bounded, parse_flag, Form, MAX_EXPIRE_MINUTES};
+use super::form::{parse_bounded, parse_flag, Form, MAX_EXPIRE_MINUTES};
 use crate::error::ApiError;
 use crate::mutation::{parse_integer, ExpireIf, Lifetime, Mutated, Mutation, Presence};
 use crate::ops::{Limits, MAX_TTL_SECONDS};
