@@ -18,8 +18,9 @@ use nexuscache::api::http::parse::{self, BodyFraming, RequestHead};
 use nexuscache::api::http::route::{self, Command};
 use nexuscache::chunked;
 use nexuscache::error::ApiError;
-use nexuscache::grpc::cache::{self, Method};
+use nexuscache::grpc::cache::{self, CallRequest, Method};
 use nexuscache::grpc::frame::{self, FrameError, UnaryDecoder};
+use nexuscache::mutation::Mutation;
 use nexuscache::ops::{Limits, MAX_TTL_SECONDS};
 use nexuscache::ops::{Op, ReplicaUpdate};
 use nexuscache::origin::response::{self as origin, Bad, Body, Parsed};
@@ -433,6 +434,11 @@ pub fn grpc_messages(data: &[u8]) {
 }
 
 fn check_call(method: Method, op: &Op, forwarded: bool, limits: &Limits) {
+    if method == Method::Stats {
+        // Addressed to the node, not a key: the cores' snapshot.
+        assert!(matches!(op, Op::Snapshot), "Stats decoded into {op:?}");
+        return;
+    }
     let key = op.key().unwrap_or_default();
     assert!(!key.is_empty() && key.len() <= limits.max_key_bytes);
     match (method, op) {
@@ -453,6 +459,25 @@ fn check_call(method: Method, op: &Op, forwarded: bool, limits: &Limits) {
             assert!(*ttl <= Duration::from_secs(MAX_TTL_SECONDS));
         }
         (Method::Delete, Op::Delete { .. }) => {}
+        (Method::Mutate, Op::Mutate { mutation, .. }) => {
+            match mutation {
+                Mutation::Set { value, .. } => {
+                    assert!(value.len() as u64 <= limits.max_value_bytes)
+                }
+                Mutation::Append { suffix } => {
+                    assert!(suffix.len() as u64 <= limits.max_value_bytes)
+                }
+                _ => {}
+            }
+            // What a forwarding node would send decodes to the same op.
+            let again = cache::encode_mutate_request(key, mutation, forwarded).to_bytes();
+            let again = again.slice(frame::PREFIX_LEN..);
+            let decoded = cache::decode_request(Method::Mutate, again, limits);
+            assert!(
+                matches!(&decoded, Ok(CallRequest { op: Op::Mutate { mutation: m, .. }, .. }) if m == mutation),
+                "re-encoded Mutate: {decoded:?}"
+            );
+        }
         (Method::Replicate, Op::Replicate { update, .. }) => {
             assert!(forwarded, "a replica update always has node scope");
             if let ReplicaUpdate::Put { value, .. } = update {
