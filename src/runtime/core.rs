@@ -30,6 +30,7 @@ use glommio::channels::channel_mesh::Senders;
 use crate::config::Config;
 use crate::control::{ControlClient, RingBoard};
 use crate::engine::{Effect, Engine, RingFacts, Settings, Token};
+use crate::error::ApiError;
 use crate::metrics::{CopyKind, CoreMetrics, CoreSnapshot, OpKind, PeerOutcome};
 use crate::mutation::Mutation;
 use crate::ops::{DeleteAnswer, GetAnswer, Limits, MutateAnswer, Op, Reply, Scope, StoreAnswer};
@@ -663,6 +664,48 @@ impl Core {
     /// a connection then waits before it grows a buffer or answers.
     pub fn connection_memory_exhausted(&self, extra: usize) -> bool {
         self.metrics.connection_buffer_bytes() + extra as u64 > self.connection_budget
+    }
+
+    /// Waits until this core's connections hold less than their share of
+    /// `--max-connection-memory` (with `extra` more bytes), at most a
+    /// header timeout.
+    pub async fn wait_for_connection_memory(&self, extra: usize) -> Result<(), ApiError> {
+        const POLL: Duration = Duration::from_millis(2);
+        let give_up = Instant::now() + self.config.header_timeout();
+        while self.connection_memory_exhausted(extra) {
+            if Instant::now() >= give_up {
+                return Err(ApiError::ConnectionMemoryExhausted {
+                    budget: self.config.connection_memory_per_core(),
+                });
+            }
+            glommio::timer::sleep(POLL).await;
+        }
+        Ok(())
+    }
+
+    /// When a connection's next read must have come: an idle timeout from
+    /// `now` if no request is under way, else a header timeout from when
+    /// the request began (`started`, set here), so a client trickling
+    /// bytes cannot hold the connection. An error once that has passed.
+    pub fn next_read_deadline(
+        &self,
+        now: Instant,
+        request_under_way: bool,
+        started: &mut Option<Instant>,
+    ) -> std::io::Result<Instant> {
+        let until = if request_under_way {
+            *started.get_or_insert(now) + self.config.header_timeout()
+        } else {
+            *started = None;
+            now + self.config.idle_timeout()
+        };
+        if until <= now {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "request not completed within the header timeout",
+            ));
+        }
+        Ok(until)
     }
 
     pub fn open_connections(&self) -> usize {

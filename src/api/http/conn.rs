@@ -279,7 +279,7 @@ async fn run(
                 break;
             }
             if buffers.out.is_empty() && core.connection_memory_exhausted(0) {
-                if let Err(e) = wait_for_connection_memory(core, 0).await {
+                if let Err(e) = core.wait_for_connection_memory(0).await {
                     response::write_error(&mut buffers.out, &e, true);
                     close = true;
                     break;
@@ -336,22 +336,14 @@ async fn run(
         // whole (not per read), or a client trickling bytes could hold the
         // connection forever. The core's reaper enforces the deadline.
         let now = Instant::now();
-        let until = if buffers.input.is_empty() {
-            partial_since = None;
-            now + core.config.idle_timeout()
-        } else {
-            *partial_since.get_or_insert(now) + core.config.header_timeout()
-        };
-        if until <= now {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "request not completed within the header timeout",
-            ));
-        }
-        deadline.set(Some(until));
+        deadline.set(Some(core.next_read_deadline(
+            now,
+            !buffers.input.is_empty(),
+            &mut partial_since,
+        )?));
         let growth = buffers.input.growth_needed();
         if growth > 0 && core.connection_memory_exhausted(growth) {
-            if let Err(e) = wait_for_connection_memory(core, growth).await {
+            if let Err(e) = core.wait_for_connection_memory(growth).await {
                 buffers.out.clear();
                 response::write_error(&mut buffers.out, &e, true);
                 sockets::write_out(stream, &buffers.out, deadline, core.config.idle_timeout())
@@ -368,24 +360,6 @@ async fn run(
         }
         buffers.input.end += n;
     }
-}
-
-/// Waits until the core's connections hold less than their share of
-/// `--max-connection-memory` (with `extra` more bytes), at most a header
-/// timeout: memory comes back as other connections write, shrink or are
-/// reaped. Polled, because this only happens under memory pressure.
-async fn wait_for_connection_memory(core: &Core, extra: usize) -> Result<(), ApiError> {
-    const POLL: Duration = Duration::from_millis(2);
-    let give_up = Instant::now() + core.config.header_timeout();
-    while core.connection_memory_exhausted(extra) {
-        if Instant::now() >= give_up {
-            return Err(ApiError::ConnectionMemoryExhausted {
-                budget: core.config.connection_memory_per_core(),
-            });
-        }
-        glommio::timer::sleep(POLL).await;
-    }
-    Ok(())
 }
 
 /// Closes a connection whose client may still be sending (a refused body):

@@ -37,7 +37,6 @@ use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use tracing::debug;
 
-use crate::error::ApiError;
 use crate::metrics::{BufferCharge, OpKind, Protocol as MetricProtocol};
 use crate::resp::command::CommandLimits;
 use crate::resp::{Limits, Parsed, Protocol, ReplyWriter, RequestParser};
@@ -341,19 +340,12 @@ async fn run(
         } else {
             Instant::now()
         };
-        let until = if buffers.input.is_empty() && parser.is_idle() {
-            partial_since = None;
-            now + core.config.idle_timeout()
-        } else {
-            *partial_since.get_or_insert(now) + core.config.header_timeout()
-        };
-        if until <= now {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "command not completed within the header timeout",
-            ));
-        }
-        deadline.set(Some(until));
+        let under_way = !(buffers.input.is_empty() && parser.is_idle());
+        deadline.set(Some(core.next_read_deadline(
+            now,
+            under_way,
+            &mut partial_since,
+        )?));
         // What the next read may add to the input buffer: room for the rest
         // of a bulk whose length is known is made at once; otherwise the
         // buffer grows (doubling) only if a full read does not fit.
@@ -365,7 +357,7 @@ async fn run(
             None => 0,
         };
         if growth > 0 && core.connection_memory_exhausted(growth) {
-            if let Err(e) = wait_for_connection_memory(core, growth).await {
+            if let Err(e) = core.wait_for_connection_memory(growth).await {
                 buffers.out.clear();
                 ReplyWriter::new(&mut buffers.out, session.protocol).error(&api_error_line(&e));
                 sockets::write_out(stream, &buffers.out, deadline, core.config.idle_timeout())
@@ -384,21 +376,4 @@ async fn run(
         buffers.input.extend_from_slice(&buffers.scratch[..n]);
         buffers.account();
     }
-}
-
-/// Waits until the core's connections hold less than their share of
-/// `--max-connection-memory` (with `extra` more bytes), at most a header
-/// timeout (as the HTTP connection does).
-async fn wait_for_connection_memory(core: &Core, extra: usize) -> Result<(), ApiError> {
-    const POLL: Duration = Duration::from_millis(2);
-    let give_up = Instant::now() + core.config.header_timeout();
-    while core.connection_memory_exhausted(extra) {
-        if Instant::now() >= give_up {
-            return Err(ApiError::ConnectionMemoryExhausted {
-                budget: core.config.connection_memory_per_core(),
-            });
-        }
-        glommio::timer::sleep(POLL).await;
-    }
-    Ok(())
 }
