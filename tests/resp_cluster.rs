@@ -8,6 +8,7 @@ mod cluster_common;
 mod common;
 mod etcd_common;
 mod grpc_common;
+mod origin_common;
 mod resp_common;
 
 use std::time::{Duration, Instant};
@@ -20,7 +21,8 @@ use etcd_common::Etcd;
 use grpc_common::runtime;
 use nexuscache::proto::peer_client::PeerClient;
 use nexuscache::proto::StatsRequest;
-use resp_common::{Client, Value};
+use origin_common::{Origin, OriginConfig};
+use resp_common::{encode_str, Client, Value};
 use tonic::transport::Channel;
 
 const SECRET_HEADER: &str = "x-nexuscache-cluster-secret";
@@ -295,4 +297,84 @@ fn etcd_records_carry_the_resp_address() {
     // Writes are acknowledged by the owner, so both counts are there.
     assert_eq!(db_size(&nodes[1]), 20);
     assert_eq!(db_size(&nodes[0]), 20);
+}
+
+/// A pipeline's commands that wait on the cluster run at once, and their
+/// replies still come in order: 16 reads of keys that every owner must
+/// load from a slow origin reach it together (one after another they
+/// would take 16 origin delays), and commands on one key, interleaved with
+/// them, keep their order (SET, INCR, INCR, GET, GETDEL, GET).
+#[test]
+fn a_pipeline_waits_on_the_cluster_once_and_answers_in_order() {
+    const DELAY: Duration = Duration::from_millis(250);
+    let origin = Origin::start_with(OriginConfig {
+        delay: DELAY,
+        slow_delay: Duration::from_secs(3),
+    });
+    let template = origin.url_template();
+    let nodes = start_static_nodes_listed(
+        &["a", "b", "c"],
+        &["--origin", &template, "--origin-timeout-ms", "5000"],
+        ClusterNode::peer_entry_with_resp,
+    );
+    let refs: Vec<&ClusterNode> = nodes.iter().collect();
+    wait_ring_members(&refs, 3, MEMBERSHIP_DEADLINE);
+    // A key the origin does not have ("missing..."), owned by b.
+    let counter = (0..)
+        .map(|i| format!("missing:counter:{i}"))
+        .find(|key| owner_of(&nodes[0], key).0 == "b")
+        .expect("a key owned by b");
+    let loaded: Vec<String> = (0..16).map(|i| format!("item:{i}")).collect();
+    let mut commands: Vec<Vec<String>> = Vec::new();
+    let on_counter: [&[&str]; 6] = [
+        &["SET", "", "1"],
+        &["INCR", ""],
+        &["INCR", ""],
+        &["GET", ""],
+        &["GETDEL", ""],
+        &["GET", ""],
+    ];
+    let mut expected = Vec::new();
+    let answers = [
+        Value::ok(),
+        Value::Int(2),
+        Value::Int(3),
+        Value::bulk("3"),
+        Value::bulk("3"),
+        Value::Nil,
+    ];
+    for (i, key) in loaded.iter().enumerate() {
+        commands.push(vec!["GET".into(), key.clone()]);
+        expected.push(Value::bulk(&format!("origin:{key}")));
+        if let (Some(command), Some(answer)) = (on_counter.get(i), answers.get(i)) {
+            let mut command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+            command[1] = counter.clone();
+            commands.push(command);
+            expected.push(answer.clone());
+        }
+    }
+    let mut raw = Vec::new();
+    for command in &commands {
+        let args: Vec<&str> = command.iter().map(String::as_str).collect();
+        raw.extend(encode_str(&args));
+    }
+    let mut client = resp(&nodes[0]);
+    origin.reset_max_in_flight();
+    let started = Instant::now();
+    client.send(&raw);
+    for (command, want) in commands.iter().zip(&expected) {
+        let got = client.read().expect("a reply");
+        assert_eq!(&got, want, "{command:?}");
+    }
+    let took = started.elapsed();
+    assert!(
+        origin.max_in_flight() >= 4,
+        "the pipeline's loads did not overlap: at most {} at once",
+        origin.max_in_flight()
+    );
+    assert!(
+        took < DELAY * 8,
+        "16 slow loads in one pipeline took {took:?} (one after another: {:?})",
+        DELAY * 16
+    );
 }

@@ -97,14 +97,91 @@ fn lowercase_name<'a>(name: &[u8], buf: &'a mut [u8; NAME_BUFFER]) -> &'a str {
     std::str::from_utf8(&buf[..len]).unwrap_or_default()
 }
 
-/// Runs one request and writes its reply.
-pub(super) async fn execute(
-    core: &Rc<Core>,
+/// A command left to run once [`prepare`] answered what needs the session:
+/// it needs the cluster (a key, `INFO`, `DBSIZE`) but no session state, so
+/// a connection may run several at once ([`run`]).
+pub(super) struct Job {
+    command: Command,
+    protocol: Protocol,
+    op: OpKind,
+    /// The name as the client typed it, lowercased, for the error lines of
+    /// the commands that share a variant (`SETEX` is a `Set`).
+    name: [u8; NAME_BUFFER],
+    name_len: usize,
+}
+
+impl Job {
+    /// The hashes of the keys the job reads or writes (commands of one
+    /// pipeline on the same key must run in order; two keys sharing a hash
+    /// only make a command wait when it need not).
+    pub(super) fn key_hashes(&self) -> KeyHashes {
+        let hash = |key: &[u8]| xxhash_rust::xxh3::xxh3_64(key);
+        match &self.command {
+            Command::Get { key }
+            | Command::Set { key, .. }
+            | Command::SetNx { key, .. }
+            | Command::GetDel { key }
+            | Command::GetEx { key, .. }
+            | Command::Append { key, .. }
+            | Command::IncrBy { key, .. }
+            | Command::StrLen { key }
+            | Command::Type { key }
+            | Command::Ttl { key, .. }
+            | Command::Expire { key, .. }
+            | Command::Persist { key }
+            | Command::SetHot { key, .. } => KeyHashes::One(hash(key)),
+            Command::MGet { keys } | Command::Del { keys } | Command::Exists { keys } => {
+                KeyHashes::Many(keys.iter().map(|k| hash(k)).collect())
+            }
+            Command::MSet { pairs } => {
+                KeyHashes::Many(pairs.iter().map(|(k, _)| hash(k)).collect())
+            }
+            _ => KeyHashes::Many(Vec::new()),
+        }
+    }
+}
+
+/// The keys a [`Job`] touches, hashed; one key (the usual case) without
+/// an allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum KeyHashes {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl KeyHashes {
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            KeyHashes::One(hash) => std::slice::from_ref(hash),
+            KeyHashes::Many(hashes) => hashes,
+        }
+    }
+
+    /// Whether the two share a key (or a hash).
+    pub(super) fn overlaps(&self, other: &KeyHashes) -> bool {
+        let theirs = other.as_slice();
+        self.as_slice().iter().any(|hash| theirs.contains(hash))
+    }
+}
+
+/// What [`prepare`] left to do.
+pub(super) enum Prepared {
+    /// Answered: the reply is written.
+    Done(Outcome),
+    Run(Job),
+}
+
+/// The part of a request that needs the connection's session, done at
+/// once in the order the requests came: authentication, parsing, and the
+/// connection and server commands (their replies are written to `out`).
+/// A command that needs the cluster comes back as a [`Job`].
+pub(super) fn prepare(
+    core: &Core,
     session: &mut Session,
     args: &[Bytes],
     limits: &CommandLimits,
     out: &mut Vec<u8>,
-) -> Outcome {
+) -> Prepared {
     let protocol = session.protocol;
     // Redis answers an unknown command or a wrong arity before it asks
     // for authentication; any other command needs it first.
@@ -113,22 +190,17 @@ pub(super) async fn execute(
             if spec.arity_allows(args.len()) && !spec.allowed_without_auth() {
                 core.metrics.record_auth_failure();
                 ReplyWriter::new(out, protocol).error(messages::NOAUTH);
-                return Outcome::new(OpKind::Other, 401);
+                return Prepared::Done(Outcome::new(OpKind::Other, 401));
             }
         }
     }
     let command = match Command::parse(args, limits) {
         Ok(command) => command,
-        Err(e) => return refuse(out, protocol, &e),
+        Err(e) => return Prepared::Done(refuse(out, protocol, &e)),
     };
     session.last_command = command.name();
     let op = op_kind_of(&command);
     let mut outcome = Outcome::new(op, 200);
-    // The name as the client typed it, lowercased, for the error lines
-    // of the commands that share a variant (`SETEX` is a `Set`). On the
-    // stack: every command pays for it, few use it.
-    let mut name_buf = [0u8; NAME_BUFFER];
-    let name = lowercase_name(args.first().map_or(&[][..], |n| n), &mut name_buf);
     match command {
         Command::Ping { message } => {
             let mut w = ReplyWriter::new(out, protocol);
@@ -154,12 +226,12 @@ pub(super) async fn execute(
             if let Some(credentials) = &auth {
                 if let Err(line) = authenticate(core, session, credentials) {
                     ReplyWriter::new(out, protocol).error(line);
-                    return Outcome::new(OpKind::Other, 401);
+                    return Prepared::Done(Outcome::new(OpKind::Other, 401));
                 }
             } else if !session.authenticated {
                 core.metrics.record_auth_failure();
                 ReplyWriter::new(out, protocol).error(messages::HELLO_NOAUTH);
-                return Outcome::new(OpKind::Other, 401);
+                return Prepared::Done(Outcome::new(OpKind::Other, 401));
             }
             if let Some(wanted) = wanted {
                 session.protocol = wanted;
@@ -216,6 +288,33 @@ pub(super) async fn execute(
                 CommandQuery::Docs(names) => table::write_command_docs(&mut w, &names),
             }
         }
+        command => {
+            let mut name = [0u8; NAME_BUFFER];
+            let name_len = lowercase_name(args.first().map_or(&[][..], |n| n), &mut name).len();
+            return Prepared::Run(Job {
+                command,
+                protocol,
+                op,
+                name,
+                name_len,
+            });
+        }
+    }
+    Prepared::Done(outcome)
+}
+
+/// Runs a [`Job`] and writes its reply to `out`.
+pub(super) async fn run(core: &Rc<Core>, job: Job, out: &mut Vec<u8>) -> Outcome {
+    let Job {
+        command,
+        protocol,
+        op,
+        name,
+        name_len,
+    } = job;
+    let mut outcome = Outcome::new(op, 200);
+    let name = std::str::from_utf8(&name[..name_len]).unwrap_or_default();
+    match command {
         Command::Info { sections } => {
             let text = info_text(core, &sections).await;
             ReplyWriter::new(out, protocol).verbatim(b"txt", text.as_bytes());
@@ -514,6 +613,12 @@ pub(super) async fn execute(
             other => fail(out, protocol, &mut outcome, other),
         },
         Command::Owner { key } => cluster::write_owner(core, out, protocol, &key),
+        // Answered by `prepare`.
+        _ => {
+            ReplyWriter::new(out, protocol)
+                .error("ERR internal error: a session command ran as a job");
+            outcome.status = 500;
+        }
     }
     outcome
 }

@@ -4,7 +4,10 @@
 //!
 //! Framing, pipelining and bounds follow the HTTP connection loop: every
 //! whole command already read is answered, in order, before the next read,
-//! and the replies of a batch leave in one write. A batch stops once its
+//! and the replies of a batch leave in one write. Within a batch, the
+//! commands that wait on the cluster run at once ([`pipeline`]); the
+//! session's part of every command is done in order first
+//! ([`commands::prepare`]). A batch stops once its
 //! unsent replies pass `Config::max_unsent_bytes` (nothing more is read or
 //! answered until they are written), and a command still arriving may hold
 //! at most that many bytes too (its length lines are checked before the
@@ -25,6 +28,7 @@
 
 mod cluster;
 mod commands;
+mod pipeline;
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -42,7 +46,8 @@ use crate::resp::command::CommandLimits;
 use crate::resp::{Limits, Parsed, Protocol, ReplyWriter, RequestParser};
 use crate::runtime::core::{Core, Deadline};
 use crate::sockets;
-use commands::{api_error_line, execute};
+use commands::{api_error_line, prepare, Prepared};
+use pipeline::Pipeline;
 
 /// What a connection reads per system call.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -166,6 +171,8 @@ struct Buffers<'a> {
     /// Bytes of the command being read that the parser already moved out
     /// of `input` (whole arguments of a command cut short).
     partial: usize,
+    /// Commands still running or waiting to answer.
+    pipeline: Pipeline,
     charge: BufferCharge,
 }
 
@@ -177,6 +184,7 @@ impl<'a> Buffers<'a> {
             scratch: vec![0; READ_CHUNK],
             out: Vec::with_capacity(IDLE_BUFFER),
             partial: 0,
+            pipeline: Pipeline::default(),
             charge: BufferCharge::default(),
         };
         buffers.account();
@@ -184,7 +192,11 @@ impl<'a> Buffers<'a> {
     }
 
     fn held(&self) -> usize {
-        self.input.capacity() + self.scratch.len() + self.out.capacity() + self.partial
+        self.input.capacity()
+            + self.scratch.len()
+            + self.out.capacity()
+            + self.partial
+            + self.pipeline.held()
     }
 
     fn account(&mut self) {
@@ -198,6 +210,7 @@ impl<'a> Buffers<'a> {
     /// back to their idle size.
     fn settle(&mut self) {
         self.out.clear();
+        self.pipeline.settle();
         if self.out.capacity() > 4 * IDLE_BUFFER {
             self.out = Vec::with_capacity(IDLE_BUFFER);
         }
@@ -246,9 +259,8 @@ async fn run(
         // differs from a start taken after parsing by the parse alone.
         let mut command_start = Instant::now();
         loop {
-            if buffers.out.len() >= max_unsent
-                || (!buffers.out.is_empty() && core.connection_memory_exhausted(0))
-            {
+            let unsent = buffers.out.len() + buffers.pipeline.ready_bytes();
+            if unsent >= max_unsent || (unsent > 0 && core.connection_memory_exhausted(0)) {
                 over_cap = true;
                 break;
             }
@@ -262,19 +274,42 @@ async fn run(
                 Ok(Parsed::Request(args)) => {
                     buffers.partial = 0;
                     needed = None;
-                    let outcome =
-                        execute(core, session, &args, &command_limits, &mut buffers.out).await;
+                    // A reply that cannot go out yet (commands before it
+                    // still run) is written aside.
+                    let mut aside =
+                        (!buffers.pipeline.is_empty()).then(|| buffers.pipeline.buffer());
+                    let out = aside.as_mut().unwrap_or(&mut buffers.out);
+                    let prepared = prepare(core, session, &args, &command_limits, out);
                     parser.recycle(args);
-                    let command_end = Instant::now();
-                    core.metrics.record_request_on(
-                        MetricProtocol::Resp,
-                        outcome.op,
-                        outcome.status,
-                        command_end.saturating_duration_since(command_start),
-                    );
-                    command_start = command_end;
+                    let flow = match prepared {
+                        Prepared::Done(outcome) => {
+                            let command_end = Instant::now();
+                            let took = command_end.saturating_duration_since(command_start);
+                            command_start = command_end;
+                            let flow = outcome.flow;
+                            match aside {
+                                Some(reply) => buffers.pipeline.push_ready(reply, outcome, took),
+                                None => core.metrics.record_request_on(
+                                    MetricProtocol::Resp,
+                                    outcome.op,
+                                    outcome.status,
+                                    took,
+                                ),
+                            }
+                            flow
+                        }
+                        Prepared::Run(job) => {
+                            if buffers.pipeline.must_wait(&job) {
+                                buffers.pipeline.finish(core, &mut buffers.out).await;
+                            }
+                            buffers.pipeline.start(core, job, &mut buffers.out).await;
+                            command_start = Instant::now();
+                            Flow::Continue
+                        }
+                    };
+                    buffers.pipeline.drain_ready(core, &mut buffers.out).await;
                     buffers.account();
-                    if outcome.flow == Flow::Close {
+                    if flow == Flow::Close {
                         close = true;
                         break;
                     }
@@ -287,6 +322,7 @@ async fn run(
                         .saturating_add(buffers.input.len())
                         .saturating_add(more.unwrap_or(0));
                     if claimed > max_command {
+                        buffers.pipeline.finish(core, &mut buffers.out).await;
                         let mut w = ReplyWriter::new(&mut buffers.out, session.protocol);
                         w.error(&format!(
                             "ERR Protocol error: command over the {max_command}-byte limit"
@@ -302,6 +338,7 @@ async fn run(
                     break;
                 }
                 Err(e) => {
+                    buffers.pipeline.finish(core, &mut buffers.out).await;
                     ReplyWriter::new(&mut buffers.out, session.protocol).error(&e.to_string());
                     core.metrics.record_request_on(
                         MetricProtocol::Resp,
@@ -313,6 +350,11 @@ async fn run(
                     break;
                 }
             }
+        }
+        // Every command read is answered before the batch is written.
+        if !buffers.pipeline.is_empty() {
+            buffers.pipeline.finish(core, &mut buffers.out).await;
+            command_start = Instant::now();
         }
         buffers.account();
         // Whether `command_start`, the last clock read, is still "now": it
