@@ -134,6 +134,10 @@ impl Ring {
     /// only when the ring is empty.
     #[inline]
     pub fn owner_index(&self, key: &[u8]) -> Option<usize> {
+        // A node alone owns everything: no hash, no search.
+        if self.members.len() == 1 {
+            return Some(0);
+        }
         let position = key_position(key);
         // First point at or after the key; past the last point wraps to the
         // first one.
