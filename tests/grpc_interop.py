@@ -16,16 +16,16 @@ not be installed, 2 bad arguments.
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import traceback
+
+import pyvenv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROTO_DIR = os.path.join(ROOT, "proto")
 PROTO_FILE = "nexuscache/v1/cache.proto"
 PACKAGES = ["grpcio>=1.60", "grpcio-tools>=1.60"]
-DEPS_FAILED = 3
 
 
 def parse_args():
@@ -43,67 +43,6 @@ def parse_args():
         help="virtual environment for grpcio (created if missing)",
     )
     return p.parse_args()
-
-
-def deps_missing():
-    try:
-        import grpc  # noqa: F401
-        from grpc_tools import protoc  # noqa: F401
-    except ImportError as e:
-        return str(e)
-    return None
-
-
-def fail_deps(message):
-    print(f"grpc_interop: cannot install the Python dependencies: {message}", file=sys.stderr)
-    print(
-        "grpc_interop: needs python3 with the venv module (Debian: python3-venv) and "
-        f"PyPI access for: {' '.join(PACKAGES)}",
-        file=sys.stderr,
-    )
-    sys.exit(DEPS_FAILED)
-
-
-def ensure_deps(args):
-    """Makes grpcio importable: here if it already is, else by re-running
-    this script inside the venv, creating and filling the venv first."""
-    if deps_missing() is None:
-        return
-    inside_venv = os.path.realpath(sys.prefix) == os.path.realpath(args.venv)
-    if inside_venv:
-        install(sys.executable)
-        missing = deps_missing()
-        if missing is not None:
-            fail_deps(missing)
-        return
-    venv_python = os.path.join(args.venv, "bin", "python")
-    if not os.path.exists(venv_python):
-        print(f"grpc_interop: creating virtual environment {args.venv}", flush=True)
-        r = subprocess.run([sys.executable, "-m", "venv", args.venv])
-        if r.returncode != 0 or not os.path.exists(venv_python):
-            fail_deps(f"`{sys.executable} -m venv {args.venv}` failed")
-    probe = subprocess.run(
-        [venv_python, "-c", "import grpc; from grpc_tools import protoc"],
-        capture_output=True,
-    )
-    if probe.returncode != 0:
-        install(venv_python)
-    sys.stdout.flush()
-    os.execv(venv_python, [venv_python, os.path.abspath(__file__)] + sys.argv[1:])
-
-
-def install(python):
-    print(f"grpc_interop: pip install {' '.join(PACKAGES)}", flush=True)
-    try:
-        r = subprocess.run(
-            [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-            + PACKAGES,
-            timeout=900,
-        )
-    except subprocess.TimeoutExpired:
-        fail_deps("pip install took over 15 minutes")
-    if r.returncode != 0:
-        fail_deps(f"pip install exited with {r.returncode}")
 
 
 def generate_stubs():
@@ -151,7 +90,7 @@ class Checks:
 
 def main():
     args = parse_args()
-    ensure_deps(args)
+    pyvenv.ensure("grpc_interop", args.venv, PACKAGES, "import grpc; from grpc_tools import protoc")
     import grpc
 
     pb, pb_grpc = generate_stubs()

@@ -26,15 +26,15 @@ not be installed, 2 bad arguments.
 import argparse
 import os
 import random
-import subprocess
 import sys
 import threading
 import time
 import traceback
 
+import pyvenv
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ["redis>=5,<9"]
-DEPS_FAILED = 3
 
 
 def parse_args():
@@ -53,62 +53,6 @@ def parse_args():
         help="virtual environment for redis-py (created if missing)",
     )
     return p.parse_args()
-
-
-def deps_missing():
-    try:
-        import redis  # noqa: F401
-    except ImportError as e:
-        return str(e)
-    return None
-
-
-def fail_deps(message):
-    print(f"resp_clients: cannot install the Python dependencies: {message}", file=sys.stderr)
-    print(
-        "resp_clients: needs python3 with the venv module (Debian: python3-venv) and "
-        f"PyPI access for: {' '.join(PACKAGES)}",
-        file=sys.stderr,
-    )
-    sys.exit(DEPS_FAILED)
-
-
-def ensure_deps(args):
-    """Makes redis-py importable: here if it already is, else by re-running
-    this script inside the venv, creating and filling the venv first."""
-    if deps_missing() is None:
-        return
-    inside_venv = os.path.realpath(sys.prefix) == os.path.realpath(args.venv)
-    if inside_venv:
-        install(sys.executable)
-        missing = deps_missing()
-        if missing is not None:
-            fail_deps(missing)
-        return
-    venv_python = os.path.join(args.venv, "bin", "python")
-    if not os.path.exists(venv_python):
-        print(f"resp_clients: creating virtual environment {args.venv}", flush=True)
-        r = subprocess.run([sys.executable, "-m", "venv", args.venv])
-        if r.returncode != 0 or not os.path.exists(venv_python):
-            fail_deps(f"`{sys.executable} -m venv {args.venv}` failed")
-    probe = subprocess.run([venv_python, "-c", "import redis"], capture_output=True)
-    if probe.returncode != 0:
-        install(venv_python)
-    sys.stdout.flush()
-    os.execv(venv_python, [venv_python, os.path.abspath(__file__)] + sys.argv[1:])
-
-
-def install(python):
-    print(f"resp_clients: pip install {' '.join(PACKAGES)}", flush=True)
-    try:
-        r = subprocess.run(
-            [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"] + PACKAGES,
-            timeout=900,
-        )
-    except subprocess.TimeoutExpired:
-        fail_deps("pip install took over 15 minutes")
-    if r.returncode != 0:
-        fail_deps(f"pip install exited with {r.returncode}")
 
 
 class Checks:
@@ -145,7 +89,7 @@ def expect_error(fn, kind, text):
 
 def main():
     args = parse_args()
-    ensure_deps(args)
+    pyvenv.ensure("resp_clients", args.venv, PACKAGES, "import redis")
     import redis
 
     ports = [int(p) for p in args.nodes.split(",")]
