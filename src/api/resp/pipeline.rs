@@ -108,9 +108,11 @@ impl Pipeline {
         let keys = job.key_hashes();
         let started = Instant::now();
         let direct = self.slots.is_empty();
-        let mut reply = if direct && out.is_empty() {
-            // Nothing is pending: write in place (the usual unpipelined
-            // case costs no copy).
+        let mut reply = if direct {
+            // Nothing waits before it: the job appends to the output
+            // itself, so no buffer is made or copied. If it must wait, the
+            // output goes with it (the replies before it included) and
+            // comes back, in order, when it is done.
             std::mem::take(out)
         } else {
             self.buffer()
@@ -122,7 +124,7 @@ impl Pipeline {
         });
         match poll_once(&mut call).await {
             Some((reply, outcome, took)) if direct => {
-                self.append(out, reply);
+                *out = reply;
                 record(core, &outcome, took);
             }
             Some((reply, outcome, took)) => self.push_ready(reply, outcome, took),
