@@ -525,6 +525,16 @@ impl Core {
         *self.ring.borrow_mut() = view;
     }
 
+    /// Whether `key` lives on this core of this node as the ring stands:
+    /// an op on it runs here without a hop (unless it loads a miss).
+    pub fn owns_here(&self, key: &[u8]) -> bool {
+        if core_of(key, self.cores) != self.id {
+            return false;
+        }
+        let ring = self.ring.borrow();
+        ring.me.is_some() && ring.ring.owner_index(key) == ring.me
+    }
+
     pub fn ring_view(&self) -> Rc<RingView> {
         self.ring.borrow().clone()
     }

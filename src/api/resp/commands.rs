@@ -111,11 +111,8 @@ pub(super) struct Job {
 }
 
 impl Job {
-    /// The hashes of the keys the job reads or writes (commands of one
-    /// pipeline on the same key must run in order; two keys sharing a hash
-    /// only make a command wait when it need not).
-    pub(super) fn key_hashes(&self) -> KeyHashes {
-        let hash = |key: &[u8]| xxhash_rust::xxh3::xxh3_64(key);
+    /// The keys the job reads or writes: single ones, and those of pairs.
+    fn key_lists(&self) -> (&[Key], &[(Key, Bytes)]) {
         match &self.command {
             Command::Get { key }
             | Command::Set { key, .. }
@@ -129,14 +126,38 @@ impl Job {
             | Command::Ttl { key, .. }
             | Command::Expire { key, .. }
             | Command::Persist { key }
-            | Command::SetHot { key, .. } => KeyHashes::One(hash(key)),
+            | Command::SetHot { key, .. } => (std::slice::from_ref(key), &[]),
             Command::MGet { keys } | Command::Del { keys } | Command::Exists { keys } => {
-                KeyHashes::Many(keys.iter().map(|k| hash(k)).collect())
+                (keys, &[])
             }
-            Command::MSet { pairs } => {
-                KeyHashes::Many(pairs.iter().map(|(k, _)| hash(k)).collect())
-            }
-            _ => KeyHashes::Many(Vec::new()),
+            Command::MSet { pairs } => (&[], pairs),
+            _ => (&[], &[]),
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        let (keys, pairs) = self.key_lists();
+        keys.iter()
+            .map(|k| &k[..])
+            .chain(pairs.iter().map(|(k, _)| &k[..]))
+    }
+
+    /// Whether every key of the job lives on this core of this node: it
+    /// then answers without waiting on another core or node, except to
+    /// load a miss. `INFO` and `DBSIZE` ask the other cores and nodes.
+    pub(super) fn is_local(&self, core: &Core) -> bool {
+        !matches!(self.command, Command::Info { .. } | Command::DbSize)
+            && self.keys().all(|key| core.owns_here(key))
+    }
+
+    /// The hashes of the keys the job reads or writes (commands of one
+    /// pipeline on the same key must run in order; two keys sharing a hash
+    /// only make a command wait when it need not).
+    pub(super) fn key_hashes(&self) -> KeyHashes {
+        let hash = xxhash_rust::xxh3::xxh3_64;
+        match self.key_lists() {
+            ([key], []) => KeyHashes::One(hash(key)),
+            _ => KeyHashes::Many(self.keys().map(hash).collect()),
         }
     }
 }

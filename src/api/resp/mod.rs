@@ -298,6 +298,21 @@ async fn run(
                             }
                             flow
                         }
+                        Prepared::Run(job) if buffers.pipeline.is_empty() && job.is_local(core) => {
+                            // Nothing waits before it and it waits on no
+                            // other core or node: run it in place (no task,
+                            // no boxed future).
+                            let outcome = commands::run(core, job, &mut buffers.out).await;
+                            let command_end = Instant::now();
+                            core.metrics.record_request_on(
+                                MetricProtocol::Resp,
+                                outcome.op,
+                                outcome.status,
+                                command_end.saturating_duration_since(command_start),
+                            );
+                            command_start = command_end;
+                            Flow::Continue
+                        }
                         Prepared::Run(job) => {
                             if buffers.pipeline.must_wait(&job) {
                                 buffers.pipeline.finish(core, &mut buffers.out).await;
