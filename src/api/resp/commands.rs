@@ -142,11 +142,12 @@ impl Job {
             .chain(pairs.iter().map(|(k, _)| &k[..]))
     }
 
-    /// Whether every key of the job lives on this core of this node: it
-    /// then answers without waiting on another core or node, except to
-    /// load a miss. `INFO` and `DBSIZE` ask the other cores and nodes.
+    /// Whether the job answers without waiting: every key lives on this
+    /// core of this node, and there is no origin a miss would be loaded
+    /// from. `INFO` and `DBSIZE` ask the other cores and nodes.
     pub(super) fn is_local(&self, core: &Core) -> bool {
-        !matches!(self.command, Command::Info { .. } | Command::DbSize)
+        core.config.origin.is_none()
+            && !matches!(self.command, Command::Info { .. } | Command::DbSize)
             && self.keys().all(|key| core.owns_here(key))
     }
 
