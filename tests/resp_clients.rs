@@ -8,10 +8,9 @@ mod common;
 mod resp_common;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cluster_common::{start_static_nodes, wait_ring_members, ClusterNode};
 use common::Node;
@@ -19,8 +18,6 @@ use resp_common::resp_port;
 
 /// First run downloads and installs redis-py.
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(600);
-/// The script's exit code when it cannot install its dependencies.
-const DEPS_FAILED: i32 = 3;
 const TOKEN: &str = "resp-clients-token-0123";
 
 struct Cluster {
@@ -286,52 +283,25 @@ fn python_redis_clients_are_atomic_across_the_cluster() {
 fn run_python_checks(part: &str) {
     let cluster = cluster();
     let p = ports(cluster);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/resp_clients.py");
-    let target_tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let venv = target_tmp
-        .parent()
-        .unwrap_or(target_tmp)
-        .join("resp-clients-venv");
-    let out = common::temp_path("resp-clients.out");
-    let log = std::fs::File::create(&out).expect("create output file");
+    let venv = common::python_venv("resp-clients-venv");
     let nodes = p.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .arg("--nodes")
-        .arg(nodes)
-        .arg("--auth-port")
-        .arg(resp_port(cluster.auth.port).to_string())
-        .arg("--token")
-        .arg(TOKEN)
-        .arg("--venv")
-        .arg(&venv)
-        .arg("--only")
-        .arg(part)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("dup output file"))
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run python3 (Debian: python3 python3-venv): {e}"));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for python3") {
-            break status;
-        }
-        if started.elapsed() > SCRIPT_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "resp_clients.py did not finish within {SCRIPT_DEADLINE:?}; output:\n{}",
-                std::fs::read_to_string(&out).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let output = std::fs::read_to_string(&out).unwrap_or_default();
+    let args = [
+        "--nodes".to_string(),
+        nodes,
+        "--auth-port".to_string(),
+        resp_port(cluster.auth.port).to_string(),
+        "--token".to_string(),
+        TOKEN.to_string(),
+        "--venv".to_string(),
+        venv.display().to_string(),
+        "--only".to_string(),
+        part.to_string(),
+    ];
+    let (status, output) = common::run_python_script("resp_clients.py", &args, SCRIPT_DEADLINE);
     match status.code() {
         // The per-check lines and the atomicity timings, for --nocapture.
         Some(0) => println!("{output}"),
-        Some(DEPS_FAILED) => panic!(
+        Some(common::PYTHON_DEPS_FAILED) => panic!(
             "redis-py could not be installed into {}; output:\n{output}",
             venv.display()
         ),

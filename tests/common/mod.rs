@@ -1024,3 +1024,59 @@ pub fn run_bin(
     };
     (status, read(&out_p), read(&err_p))
 }
+
+// ---------------------------------------------------------------------------
+// Python client scripts
+// ---------------------------------------------------------------------------
+
+/// Exit code of a Python test script whose PyPI packages could not be
+/// installed (`tests/pyvenv.py`).
+pub const PYTHON_DEPS_FAILED: i32 = 3;
+
+/// `<target>/<name>`: a virtual environment kept between runs (the
+/// scripts' default location when the target directory is the usual one).
+pub fn python_venv(name: &str) -> PathBuf {
+    let target_tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    target_tmp.parent().unwrap_or(target_tmp).join(name)
+}
+
+/// Runs `python3 tests/<script> <args>` with its output in a temp file,
+/// killed after `deadline` (the test then fails with the output so far);
+/// its exit status and output.
+pub fn run_python_script(
+    script: &str,
+    args: &[String],
+    deadline: Duration,
+) -> (ExitStatus, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let out = temp_path(&format!("{script}.out"));
+    let log = File::create(&out).expect("create output file");
+    let mut child = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup output file"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run python3 for {script} (Debian: python3 python3-venv): {e}")
+        });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for python3") {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{script} did not finish within {deadline:?}; output:\n{}",
+                std::fs::read_to_string(&out).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status, std::fs::read_to_string(&out).unwrap_or_default())
+}
